@@ -1,0 +1,28 @@
+//! mart's services as supervised `ractor` actor groups. The only crate with
+//! business rules.
+//!
+//! - [`services`]: what a node hosts — a root [`supervisor`] with one supervised
+//!   group per service (request workers + outbox dispatcher).
+//! - [`call`]: [`ServiceClient`](call::ServiceClient), the one way to reach a
+//!   service anywhere in the cluster, and [`CallError`](call::CallError).
+//! - [`wire`]: [`Wire`](wire::Wire), how payloads cross nodes without a malformed
+//!   frame ever panicking a node.
+//! - [`outbox`]: events written with the state change, delivered in order to
+//!   durable subscribers until acknowledged.
+//! - [`auth`]: signing and verifying access tokens.
+//! - [`users`]: the user service and its handle [`Users`](users::Users).
+//!
+//! Invariant: a handler's `Err` means broken infrastructure (the actor crashes and
+//! is restarted); every business "no" travels back in the reply.
+
+pub mod auth;
+pub mod call;
+pub mod outbox;
+pub mod services;
+pub mod supervisor;
+pub mod users;
+pub mod wire;
+
+pub use call::CallError;
+pub use services::{Hosted, ServiceDeps};
+pub use users::Users;

@@ -1,0 +1,132 @@
+//! The services one node hosts: a root supervisor with one supervised group per
+//! service (its request workers and its outbox dispatcher).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use mart_schema::Service;
+use ractor::{Actor, ActorRef};
+
+use crate::auth::TokenKeys;
+use crate::outbox::{Dispatcher, DispatcherArgs, dispatcher_name};
+use crate::supervisor::{ChildSpec, Supervisor, SupervisorMsg};
+use crate::users::{UserRules, worker::UsersWorker};
+
+/// Request workers per service on one node: enough to overlap database round
+/// trips and password hashing on a small machine.
+const WORKERS: usize = 4;
+
+/// What the hosted services need from the node.
+#[derive(Clone, Debug)]
+pub struct ServiceDeps {
+    /// One pool per hosted service.
+    pub pools: BTreeMap<Service, Pool>,
+    pub keys: Arc<TokenKeys>,
+}
+
+/// The services running on this node.
+#[derive(Debug)]
+pub struct Hosted {
+    root: ActorRef<SupervisorMsg>,
+    deps: ServiceDeps,
+}
+
+/// Health of one hosted service.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ServiceHealth {
+    pub service: Service,
+    pub database: bool,
+    pub joined: bool,
+}
+
+impl Hosted {
+    /// Starts a root supervisor named after the node, hosting `deps.pools`' services.
+    pub async fn start(node: &str, deps: ServiceDeps) -> Result<Self, String> {
+        let mut groups = Vec::new();
+        for (&service, pool) in &deps.pools {
+            let children = service_children(service, pool.clone(), deps.keys.clone());
+            let name = format!("{}.supervisor", service.group());
+            groups.push(ChildSpec::new(name.clone(), move |parent| {
+                let (name, children) = (name.clone(), children.clone());
+                async move {
+                    Supervisor::start(name, children, Some(parent))
+                        .await
+                        .map(|actor| actor.get_cell())
+                }
+            }));
+        }
+        let root = Supervisor::start(format!("mart.node.{node}"), groups, None).await?;
+        Ok(Self { root, deps })
+    }
+
+    pub fn services(&self) -> Vec<Service> {
+        self.deps.pools.keys().copied().collect()
+    }
+
+    /// Database reachable and group joined, per hosted service.
+    pub async fn health(&self) -> Vec<ServiceHealth> {
+        let mut report = Vec::new();
+        for (&service, pool) in &self.deps.pools {
+            let database = match tokio::time::timeout(Duration::from_secs(2), pool.get()).await {
+                Ok(Ok(client)) => client.execute("select 1", &[]).await.is_ok(),
+                _ => false,
+            };
+            let joined = ractor::pg::get_members(&service.group())
+                .iter()
+                .any(|cell| cell.get_id().is_local());
+            report.push(ServiceHealth {
+                service,
+                database,
+                joined,
+            });
+        }
+        report
+    }
+
+    /// Stops every hosted service. Callers waiting on them see "unavailable".
+    pub async fn stop(self) {
+        let _ = self
+            .root
+            .stop_and_wait(
+                Some("node shutting down".into()),
+                Some(Duration::from_secs(10)),
+            )
+            .await;
+    }
+}
+
+fn service_children(service: Service, pool: Pool, keys: Arc<TokenKeys>) -> Vec<ChildSpec> {
+    let dispatcher_pool = pool.clone();
+    let mut children = vec![ChildSpec::new("outbox", move |parent| {
+        let args = DispatcherArgs {
+            service,
+            pool: dispatcher_pool.clone(),
+        };
+        async move {
+            Actor::spawn_linked(Some(dispatcher_name(service)), Dispatcher, args, parent)
+                .await
+                .map(|(actor, _)| actor.get_cell())
+                .map_err(|e| e.to_string())
+        }
+    })];
+    match service {
+        Service::Users => {
+            let rules = UserRules::new(pool, keys);
+            for i in 0..WORKERS {
+                let rules = rules.clone();
+                children.push(ChildSpec::new(format!("worker-{i}"), move |parent| {
+                    let rules = rules.clone();
+                    async move {
+                        Actor::spawn_linked(None, UsersWorker, rules, parent)
+                            .await
+                            .map(|(actor, _)| actor.get_cell())
+                            .map_err(|e| e.to_string())
+                    }
+                }));
+            }
+        }
+    }
+    children
+}

@@ -1,0 +1,155 @@
+//! Every error the edge sends: RFC 9457 `application/problem+json`, with an
+//! `errors` object keyed by field name on 422. Internal details never reach a
+//! client; a 5xx is logged here, once.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use mart_actors::CallError;
+use mart_schema::FieldErrors;
+use mart_schema::user::UserError;
+use serde::Serialize;
+
+/// An error response.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// Short machine-friendly slug, becomes the problem `type`.
+    pub kind: &'static str,
+    pub detail: String,
+    pub errors: Option<FieldErrors>,
+    /// Extra header, e.g. `WWW-Authenticate` or `Retry-After`.
+    pub header: Option<(header::HeaderName, HeaderValue)>,
+}
+
+/// The problem document (RFC 9457).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<FieldErrors>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind,
+            detail: detail.into(),
+            errors: None,
+            header: None,
+        }
+    }
+
+    pub fn invalid(errors: FieldErrors) -> Self {
+        Self {
+            errors: Some(errors.clone()),
+            ..Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation",
+                format!("invalid input: {errors}"),
+            )
+        }
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", detail)
+    }
+
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+            .with_header(header::WWW_AUTHENTICATE, "Bearer")
+    }
+
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)
+            .with_header(header::RETRY_AFTER, "1")
+    }
+
+    /// Something broke that the client cannot fix; the cause is logged, not sent.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(%cause, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "an internal error occurred; it has been logged",
+        )
+    }
+
+    pub fn with_header(mut self, name: header::HeaderName, value: &'static str) -> Self {
+        self.header = Some((name, HeaderValue::from_static(value)));
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(status = self.status.as_u16(), detail = %self.detail, "request failed");
+        }
+        let problem = Problem {
+            type_: format!("urn:mart:problem:{}", self.kind),
+            title: self.status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: self.status.as_u16(),
+            detail: self.detail,
+            errors: self.errors,
+        };
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = (
+            self.status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/problem+json"),
+            )],
+            body,
+        )
+            .into_response();
+        if let Some((name, value)) = self.header {
+            response.headers_mut().insert(name, value);
+        }
+        response
+    }
+}
+
+impl<E: Into<ApiError>> From<CallError<E>> for ApiError {
+    fn from(e: CallError<E>) -> Self {
+        match e {
+            CallError::Rejected(no) => no.into(),
+            CallError::Unavailable => {
+                ApiError::unavailable("the service is not reachable right now; try again shortly")
+            }
+            CallError::Timeout => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+                "the service did not answer in time; try again shortly",
+            )
+            .with_header(header::RETRY_AFTER, "1"),
+        }
+    }
+}
+
+impl From<UserError> for ApiError {
+    fn from(e: UserError) -> Self {
+        match e {
+            UserError::Invalid(errors) => ApiError::invalid(errors),
+            UserError::Taken { field } => ApiError {
+                errors: Some(FieldErrors::single(&field, "is already taken")),
+                ..ApiError::new(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    format!("{field} is already taken"),
+                )
+            },
+            UserError::NotFound => ApiError::not_found("no such user"),
+            UserError::BadCredentials => ApiError::unauthorized("invalid username or password"),
+            UserError::Forbidden => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "you are not allowed to do this",
+            ),
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Extractors whose rejections are problem documents: request bodies (JSON or
+//! form), query strings, and the bearer token.
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use mart_schema::FieldErrors;
+use mart_schema::user::Caller;
+use serde::de::DeserializeOwned;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// A request body in JSON or `application/x-www-form-urlencoded`, decided by
+/// `Content-Type`. Decoding errors name the field.
+#[derive(Debug)]
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json")
+            .to_ascii_lowercase();
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| {
+                let status = rejection.status();
+                if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(status, "too-large", "the request body is larger than 1 MiB")
+                } else {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad-request",
+                        rejection.body_text(),
+                    )
+                }
+            })?;
+        if content_type.starts_with("application/x-www-form-urlencoded") {
+            let deserializer = serde_urlencoded::Deserializer::new(form_urlencoded::parse(&bytes));
+            return serde_path_to_error::deserialize(deserializer)
+                .map(Body)
+                .map_err(|e| decoding_error(e.path().to_string(), e.inner().to_string()));
+        }
+        if !(content_type.starts_with("application/json") || content_type.contains("+json")) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "send application/json or application/x-www-form-urlencoded",
+            ));
+        }
+        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+        serde_path_to_error::deserialize(&mut deserializer)
+            .map(Body)
+            .map_err(|e| {
+                let inner = e.inner();
+                if inner.is_syntax() || inner.is_eof() {
+                    return ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "malformed-json",
+                        format!("the body is not valid JSON: {inner}"),
+                    );
+                }
+                decoding_error(e.path().to_string(), inner.to_string())
+            })
+    }
+}
+
+/// A 422 naming the field at fault: the path serde reached, or the field a
+/// "missing field `x`" / "unknown field `x`" message names.
+fn decoding_error(path: String, message: String) -> ApiError {
+    let named = message
+        .split('`')
+        .nth(1)
+        .filter(|_| message.starts_with("missing field") || message.starts_with("unknown field"));
+    let field = match named {
+        Some(name) if path == "." => name.to_owned(),
+        // serde_path_to_error already ends an unknown field's path with its name.
+        Some(name) if path == name || path.ends_with(&format!(".{name}")) => path,
+        Some(name) => format!("{path}.{name}"),
+        None if path == "." => "body".to_owned(),
+        None => path,
+    };
+    let message = message
+        .split(" at line ")
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    ApiError::invalid(FieldErrors::single(&field, message))
+}
+
+/// A query string; errors name the parameter.
+#[derive(Debug)]
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let deserializer =
+            serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(deserializer)
+            .map(Query)
+            .map_err(|e| decoding_error(e.path().to_string(), e.inner().to_string()))
+    }
+}
+
+/// The caller a valid bearer token speaks for.
+#[derive(Debug, Clone, Copy)]
+pub struct Auth(pub Caller);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+            ApiError::unauthorized("not authenticated: send Authorization: Bearer <token>")
+        })?;
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .ok_or_else(|| {
+                ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
+            })?;
+        state
+            .keys
+            .verify(token.trim())
+            .map(Auth)
+            .map_err(|_| ApiError::unauthorized("invalid or expired token; log in again"))
+    }
+}

@@ -1,0 +1,124 @@
+//! mart's REST edge: translates HTTP into service calls. No business rules here.
+//!
+//! - [`router`] builds the whole app: routes, OpenAPI document, and the layers
+//!   every request goes through (request id, tracing span, body limit, panic
+//!   guard, trailing-slash tolerance).
+//! - `users`, `health`: routes per area.
+//! - [`error`]: `ApiError`, rendered as RFC 9457 problem documents.
+//! - [`extract`]: body/query/bearer extractors whose rejections are problems.
+
+pub mod error;
+pub mod extract;
+mod health;
+mod users;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderName, StatusCode};
+use axum::response::IntoResponse;
+use futures::future::BoxFuture;
+use mart_actors::Users;
+use mart_actors::auth::TokenKeys;
+use tower::Layer;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::error::ApiError;
+
+/// Largest request body accepted.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// Answers readiness: whether the node is ready, and a report to show.
+pub type Readiness = Arc<dyn Fn() -> BoxFuture<'static, (bool, serde_json::Value)> + Send + Sync>;
+
+/// What handlers need.
+#[derive(Clone)]
+pub struct AppState {
+    pub users: Users,
+    pub keys: Arc<TokenKeys>,
+    pub readiness: Readiness,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "mart", description = "Event-driven commerce backend: the REST edge."),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The edge as one service, ready for `axum::serve`.
+pub fn router(state: AppState) -> NormalizePath<Router> {
+    let (routes, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(users::routes())
+        .merge(health::routes())
+        .split_for_parts();
+    let api = Arc::new(api);
+    let x_request_id = HeaderName::from_static("x-request-id");
+    let app = routes
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let api = api.clone();
+                async move { axum::Json(api.as_ref().clone()) }
+            }),
+        )
+        .fallback(|| async { ApiError::not_found("no such resource") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "this method is not allowed on this resource",
+            )
+        })
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::internal("a handler panicked").into_response()
+        }))
+        .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let id = req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid));
+    // The seed's paths end in '/', ours do not: accept both.
+    NormalizePathLayer::trim_trailing_slash().layer(app)
+}
+
+/// How long a request may wait for a service before the edge answers 504.
+pub const DEFAULT_TIMEOUT: Duration = mart_actors::call::DEFAULT_CALL_TIMEOUT;

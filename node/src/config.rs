@@ -1,0 +1,209 @@
+//! Command line and environment: every option is a flag and a `MART_*` variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use mart_schema::Service;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mart",
+    version,
+    about = "mart: an event-driven commerce backend, one node of a cluster"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub node: NodeOptions,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the node (the default).
+    Serve,
+    /// Apply pending database migrations of the hosted services, then exit.
+    Migrate,
+    /// Administer accounts.
+    Admin {
+        #[command(subcommand)]
+        action: AdminAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminAction {
+    /// Create an admin account (or promote an existing one with this email).
+    Create {
+        #[arg(long)]
+        email: String,
+        /// Read the password from standard input (first line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct NodeOptions {
+    /// This node's name in the cluster.
+    #[arg(long, env = "MART_NODE_NAME", global = true, default_value = "mart")]
+    pub node_name: String,
+
+    /// Services this node hosts: a comma list, `all` or `none`.
+    #[arg(long, env = "MART_SERVICES", global = true, default_value = "all", value_parser = parse_services)]
+    pub services: Hosting,
+
+    /// Where the REST edge listens, or `none` for no edge.
+    #[arg(long, env = "MART_HTTP_ADDR", global = true, default_value = "127.0.0.1:8080", value_parser = parse_http_addr)]
+    pub http_addr: HttpAddr,
+
+    /// Where this node listens for cluster peers (host:port). Unset: no clustering.
+    #[arg(long, env = "MART_CLUSTER_ADDR", global = true)]
+    pub cluster_addr: Option<SocketAddr>,
+
+    /// Peers to join, comma-separated host:port; any live member is enough.
+    #[arg(long, env = "MART_PEERS", global = true, value_delimiter = ',')]
+    pub peers: Vec<String>,
+
+    /// Shared secret every node of the cluster must present.
+    #[arg(long, env = "MART_COOKIE", global = true, hide_env_values = true)]
+    pub cookie: Option<String>,
+
+    /// Where the embedded PostgreSQL, generated secrets and mail files live.
+    #[arg(long, env = "MART_DATA_DIR", global = true, default_value = ".mart")]
+    pub data_dir: PathBuf,
+
+    /// PostgreSQL for every service; `MART_<SERVICE>_DATABASE_URL` overrides per
+    /// service. Unset: a private PostgreSQL in the data directory.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// HS256 secret for access tokens; the same on every node.
+    #[arg(long, env = "MART_JWT_SECRET", global = true, hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// How long an access token is valid (humantime: `60m`, `1h`).
+    #[arg(long, env = "MART_TOKEN_TTL", global = true, default_value = "60m", value_parser = humantime::parse_duration)]
+    pub token_ttl: Duration,
+
+    /// How long the edge waits for a service.
+    #[arg(long, env = "MART_CALL_TIMEOUT", global = true, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub call_timeout: Duration,
+
+    /// First admin account, created at start if absent (with MART_ADMIN_PASSWORD).
+    #[arg(long, env = "MART_ADMIN_EMAIL", global = true)]
+    pub admin_email: Option<String>,
+
+    #[arg(
+        long,
+        env = "MART_ADMIN_PASSWORD",
+        global = true,
+        hide_env_values = true
+    )]
+    pub admin_password: Option<String>,
+
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "MART_LOG_FORMAT", global = true, default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+/// The services a node hosts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hosting(pub Vec<Service>);
+
+fn parse_services(raw: &str) -> Result<Hosting, String> {
+    match raw.trim() {
+        "all" => Ok(Hosting(Service::ALL.to_vec())),
+        "none" | "" => Ok(Hosting(Vec::new())),
+        list => {
+            let mut services = Vec::new();
+            for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let service: Service = name.parse()?;
+                if !services.contains(&service) {
+                    services.push(service);
+                }
+            }
+            Ok(Hosting(services))
+        }
+    }
+}
+
+/// Where the edge listens, if anywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpAddr(pub Option<SocketAddr>);
+
+fn parse_http_addr(raw: &str) -> Result<HttpAddr, String> {
+    if raw == "none" {
+        return Ok(HttpAddr(None));
+    }
+    raw.parse()
+        .map(|addr| HttpAddr(Some(addr)))
+        .map_err(|_| format!("{raw:?} is not host:port (e.g. 127.0.0.1:8080) or `none`"))
+}
+
+impl NodeOptions {
+    /// Checks that go across options; the message names the options.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.cluster_addr.is_none() && !self.peers.is_empty() {
+            return Err("--peers needs --cluster-addr (MART_CLUSTER_ADDR): a node must listen to join a cluster".into());
+        }
+        if self.cluster_addr.is_some() && self.cookie.as_deref().is_none_or(str::is_empty) {
+            return Err(
+                "--cluster-addr needs --cookie (MART_COOKIE), the secret shared by every node"
+                    .into(),
+            );
+        }
+        if self.admin_email.is_some() != self.admin_password.is_some() {
+            return Err("set both MART_ADMIN_EMAIL and MART_ADMIN_PASSWORD, or neither".into());
+        }
+        if self.services.0.is_empty() && self.http_addr.0.is_none() {
+            return Err("--services none with --http-addr none leaves nothing to run".into());
+        }
+        Ok(())
+    }
+
+    /// The database URL a service uses, if configured.
+    pub fn database_url(&self, service: Service) -> Option<String> {
+        std::env::var(service.database_url_var())
+            .ok()
+            .filter(|url| !url.is_empty())
+            .or_else(|| self.database_url.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn services_parse_as_lists_all_or_none() {
+        assert_eq!(parse_services("all"), Ok(Hosting(Service::ALL.to_vec())));
+        assert_eq!(parse_services("none"), Ok(Hosting(vec![])));
+        assert_eq!(
+            parse_services("users, users"),
+            Ok(Hosting(vec![Service::Users]))
+        );
+        assert!(parse_services("users,bogus").is_err_and(|e| e.contains("bogus")));
+    }
+
+    #[test]
+    fn a_bad_value_is_a_one_line_error_naming_the_option() {
+        let err = Cli::try_parse_from(["mart", "--http-addr", "nowhere"]).expect_err("bad addr");
+        let text = err.to_string();
+        assert!(text.contains("--http-addr"), "{text}");
+        let err = Cli::try_parse_from(["mart", "--token-ttl", "soon"]).expect_err("bad ttl");
+        assert!(err.to_string().contains("--token-ttl"));
+    }
+
+    #[test]
+    fn peers_without_a_cluster_address_are_refused() {
+        let cli = Cli::try_parse_from(["mart", "--peers", "127.0.0.1:1"]).expect("parses");
+        assert!(
+            cli.node
+                .validate()
+                .is_err_and(|e| e.contains("--cluster-addr"))
+        );
+    }
+}

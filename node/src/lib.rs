@@ -1,0 +1,280 @@
+//! The `mart` binary's library: configuration, telemetry, wiring, CLI.
+//!
+//! - [`config`]: clap options (every one also a `MART_*` variable).
+//! - [`cluster`]: the `ractor_cluster` listener and the peer keeper.
+//! - [`telemetry`]: tracing subscriber.
+//! - [`run`]: `serve`, `migrate` and `admin create`, used by `main`.
+
+pub mod cluster;
+pub mod config;
+pub mod telemetry;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::Context;
+use deadpool_postgres::Pool;
+use mart_actors::auth::TokenKeys;
+use mart_actors::users::{AdminOutcome, UserRules};
+use mart_actors::{Hosted, ServiceDeps, Users};
+use mart_schema::Service;
+use mart_schema::db::{self, Durability, EmbeddedPostgres};
+
+use crate::config::{AdminAction, Cli, Command, NodeOptions};
+
+/// Runs what the command line asks for.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let opts = cli.node;
+    opts.validate().map_err(anyhow::Error::msg)?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(opts).await,
+        Command::Migrate => {
+            let dbs = Databases::open(&opts, &opts.services.0).await?;
+            dbs.close();
+            Ok(())
+        }
+        Command::Admin {
+            action: AdminAction::Create { email, .. },
+        } => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .context("reading the password from standard input")?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            let dbs = Databases::open(&opts, &[Service::Users]).await?;
+            let outcome = admin(&opts, &dbs, &email, password).await;
+            dbs.close();
+            println!("{}", outcome?);
+            Ok(())
+        }
+    }
+}
+
+/// Pools for the hosted services, and the embedded server if one was needed.
+struct Databases {
+    pools: BTreeMap<Service, Pool>,
+    embedded: Option<EmbeddedPostgres>,
+}
+
+impl Databases {
+    /// Opens (and migrates) each service's database. Services without a URL
+    /// share the embedded PostgreSQL.
+    async fn open(opts: &NodeOptions, services: &[Service]) -> anyhow::Result<Self> {
+        let mut embedded = None;
+        let mut pools = BTreeMap::new();
+        for &service in services {
+            let url = match opts.database_url(service) {
+                Some(url) => url,
+                None => {
+                    if embedded.is_none() {
+                        embedded = Some(start_embedded(opts).await?);
+                    }
+                    embedded
+                        .as_ref()
+                        .map(|pg: &EmbeddedPostgres| pg.url("mart"))
+                        .unwrap_or_default()
+                }
+            };
+            let pool = db::pool(&url, 16).with_context(|| format!("database of {service}"))?;
+            let applied = db::migrate(&pool, service)
+                .await
+                .with_context(|| format!("database of {service}"))?;
+            if applied > 0 {
+                tracing::info!(%service, applied, "migrations applied");
+            }
+            pools.insert(service, pool);
+        }
+        Ok(Self { pools, embedded })
+    }
+
+    fn close(self) {
+        for pool in self.pools.values() {
+            pool.close();
+        }
+        if let Some(pg) = self.embedded {
+            pg.stop();
+        }
+    }
+}
+
+async fn start_embedded(opts: &NodeOptions) -> anyhow::Result<EmbeddedPostgres> {
+    let dir = opts.data_dir.join("postgres");
+    let pg =
+        tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&dir, Durability::Durable))
+            .await??;
+    tracing::info!(dir = %pg.dir().display(), "DATABASE_URL is unset: using the embedded PostgreSQL");
+    let (client, connection) = tokio_postgres::connect(&pg.url("postgres"), tokio_postgres::NoTls)
+        .await
+        .context("connecting to the embedded PostgreSQL")?;
+    let connection = tokio::spawn(connection);
+    let exists = client
+        .query_opt("select 1 from pg_database where datname = 'mart'", &[])
+        .await?
+        .is_some();
+    if !exists {
+        client.batch_execute("create database mart").await?;
+    }
+    drop(client);
+    let _ = connection.await;
+    Ok(pg)
+}
+
+/// The token keys: `MART_JWT_SECRET`, or a secret generated once and kept in
+/// the data directory (fine for one node; a cluster must share one).
+fn token_keys(opts: &NodeOptions) -> anyhow::Result<Arc<TokenKeys>> {
+    let secret = match &opts.jwt_secret {
+        Some(secret) if secret.len() >= 16 => secret.clone(),
+        Some(_) => anyhow::bail!("MART_JWT_SECRET must be at least 16 characters"),
+        None => {
+            let path = opts.data_dir.join("jwt-secret");
+            match std::fs::read_to_string(&path) {
+                Ok(secret) => secret.trim().to_owned(),
+                Err(_) => {
+                    std::fs::create_dir_all(&opts.data_dir)?;
+                    let secret = format!(
+                        "{}{}",
+                        uuid::Uuid::new_v4().simple(),
+                        uuid::Uuid::new_v4().simple()
+                    );
+                    write_private(&path, &secret)?;
+                    tracing::warn!(file = %path.display(), "MART_JWT_SECRET is unset: generated one; set the same MART_JWT_SECRET on every node of a cluster");
+                    secret
+                }
+            }
+        }
+    };
+    Ok(Arc::new(TokenKeys::new(secret.as_bytes(), opts.token_ttl)))
+}
+
+fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())
+}
+
+async fn admin(
+    opts: &NodeOptions,
+    dbs: &Databases,
+    email: &str,
+    password: &str,
+) -> anyhow::Result<String> {
+    let pool = dbs
+        .pools
+        .get(&Service::Users)
+        .context("the user service's database is not configured")?;
+    let rules = UserRules::new(pool.clone(), token_keys(opts)?);
+    let outcome = rules
+        .ensure_admin(email, password)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    Ok(match outcome {
+        AdminOutcome::Created(u) => {
+            format!("created admin {} ({}, id {})", u.username, u.email, u.id)
+        }
+        AdminOutcome::Promoted(u) => format!("promoted {} ({}) to admin", u.username, u.email),
+        AdminOutcome::Existed(u) => format!("{} ({}) is already an admin", u.username, u.email),
+    })
+}
+
+async fn serve(opts: NodeOptions) -> anyhow::Result<()> {
+    let hosting = opts.services.0.clone();
+    let keys = token_keys(&opts)?;
+    let dbs = Databases::open(&opts, &hosting).await?;
+    if let (Some(email), Some(password)) = (&opts.admin_email, &opts.admin_password) {
+        if hosting.contains(&Service::Users) {
+            tracing::info!("{}", admin(&opts, &dbs, email, password).await?);
+        }
+    }
+
+    let membership = match opts.cluster_addr {
+        Some(addr) => Some(
+            cluster::Membership::join(
+                &opts.node_name,
+                addr,
+                opts.cookie.clone().unwrap_or_default(),
+                opts.peers.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+
+    let hosted = Hosted::start(
+        &opts.node_name,
+        ServiceDeps {
+            pools: dbs.pools.clone(),
+            keys: keys.clone(),
+        },
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
+    tracing::info!(node = %opts.node_name, services = ?hosted.services(), "services started");
+    let hosted = Arc::new(hosted);
+
+    let shutdown = shutdown_signal();
+    if let Some(addr) = opts.http_addr.0 {
+        let users = Users::new(opts.call_timeout);
+        let readiness: mart_http::Readiness = {
+            let (hosted, users) = (hosted.clone(), users.clone());
+            Arc::new(move || {
+                let (hosted, users) = (hosted.clone(), users.clone());
+                Box::pin(async move {
+                    let services = hosted.health().await;
+                    let hosted_ok = services.iter().all(|s| s.database && s.joined);
+                    let users_reachable = users.is_reachable();
+                    let report = serde_json::json!({
+                        "status": if hosted_ok && users_reachable { "ready" } else { "not ready" },
+                        "hosted": services,
+                        "reachable": { "users": users_reachable },
+                    });
+                    (hosted_ok && users_reachable, report)
+                })
+            })
+        };
+        let app = mart_http::router(mart_http::AppState {
+            users,
+            keys,
+            readiness,
+        });
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on --http-addr {addr}"))?;
+        tracing::info!("edge listening on http://{}", listener.local_addr()?);
+        axum::serve(
+            listener,
+            axum::ServiceExt::<axum::extract::Request>::into_make_service(app),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    } else {
+        shutdown.await;
+    }
+
+    tracing::info!("shutting down");
+    if let Ok(hosted) = Arc::try_unwrap(hosted) {
+        hosted.stop().await;
+    }
+    if let Some(membership) = membership {
+        membership.leave();
+    }
+    dbs.close();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,17 @@
+//! `mart`: one node of a mart cluster. See `mart --help`.
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = mart_node::config::Cli::parse();
+    mart_node::telemetry::init(&cli.node.log_format);
+    match mart_node::run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line a person can act on.
+            eprintln!("mart: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

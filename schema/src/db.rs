@@ -1,0 +1,102 @@
+//! Database plumbing shared by every service: pools, per-service migrations, and
+//! the embedded PostgreSQL that `mart` runs when no `DATABASE_URL` is given.
+
+mod embedded;
+
+pub use embedded::{Durability, EmbeddedError, EmbeddedPostgres};
+
+use deadpool_postgres::{ManagerConfig, Pool, RecyclingMethod, Runtime};
+use refinery::Migration;
+
+use crate::Service;
+
+/// Why a pool or migration could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("invalid database URL: {0}")]
+    Url(String),
+    #[error("cannot create pool: {0}")]
+    Pool(String),
+    #[error("cannot reach the database: {0}")]
+    Connect(String),
+    #[error("migration of {service} failed: {reason}")]
+    Migrate {
+        service: &'static str,
+        reason: String,
+    },
+}
+
+/// A connection pool for one service's database.
+pub fn pool(url: &str, max_size: usize) -> Result<Pool, DbError> {
+    let pg: tokio_postgres::Config = url.parse().map_err(|e| DbError::Url(format!("{e}")))?;
+    let manager = deadpool_postgres::Manager::from_config(
+        pg,
+        tokio_postgres::NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(max_size)
+        .runtime(Runtime::Tokio1)
+        // A caller never waits forever for a connection: a full pool is an error
+        // it can report, not a hang.
+        .wait_timeout(Some(std::time::Duration::from_secs(5)))
+        .create_timeout(Some(std::time::Duration::from_secs(5)))
+        .build()
+        .map_err(|e| DbError::Pool(e.to_string()))
+}
+
+/// The outbox tables, the same for every service, created in its own schema.
+const OUTBOX_TEMPLATE: &str = include_str!("../migrations/outbox.sql");
+
+/// The migrations of `service`, in order. V1 is always the outbox.
+pub fn migrations(service: Service) -> Result<Vec<Migration>, DbError> {
+    let schema = service.schema();
+    let fail = |e: refinery::Error| DbError::Migrate {
+        service: service.name(),
+        reason: e.to_string(),
+    };
+    let own: &[(&str, &str)] = match service {
+        Service::Users => &[(
+            "V2__users",
+            include_str!("../migrations/users/V2__users.sql"),
+        )],
+    };
+    let mut all = vec![
+        Migration::unapplied("V1__outbox", &OUTBOX_TEMPLATE.replace("{schema}", schema))
+            .map_err(fail)?,
+    ];
+    for (name, sql) in own {
+        all.push(Migration::unapplied(name, sql).map_err(fail)?);
+    }
+    Ok(all)
+}
+
+/// Creates the service's schema if needed and applies its pending migrations.
+/// Each service keeps its own history table inside its schema, so services can
+/// share one server or live on separate ones.
+pub async fn migrate(pool: &Pool, service: Service) -> Result<usize, DbError> {
+    let schema = service.schema();
+    let fail = |reason: String| DbError::Migrate {
+        service: service.name(),
+        reason,
+    };
+    let mut client = pool
+        .get()
+        .await
+        .map_err(|e| DbError::Connect(e.to_string()))?;
+    client
+        .batch_execute(&format!("create schema if not exists {schema}"))
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let report = refinery::Runner::new(&migrations(service)?)
+        .set_migration_table_name(format!("{schema}.schema_history"))
+        .run_async(&mut **client)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(report.applied_migrations().len())
+}
+
+#[cfg(feature = "testing")]
+pub mod testing;

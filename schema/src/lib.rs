@@ -1,0 +1,27 @@
+//! The shared vocabulary of mart. No business rules live here.
+//!
+//! - [`ids`]: typed UUID v7 identifiers (`UserId`, `EventId`).
+//! - [`money`]: `Money` (i64 minor units) and `Currency` (ISO 4217).
+//! - [`service`]: the services a node can host and the names they go by.
+//! - [`user`]: requests, replies, events and errors of the user service.
+//! - [`event`]: the envelope every domain event travels in.
+//! - [`page`]: keyset pagination (`{items, next_cursor}`).
+//! - [`problem`]: field-level validation errors.
+//! - [`db`]: pools, per-service migrations (SQL in `migrations/`), the embedded
+//!   PostgreSQL, and (feature `testing`) throwaway test databases.
+
+pub mod db;
+pub mod event;
+pub mod ids;
+pub mod money;
+pub mod page;
+pub mod problem;
+pub mod service;
+pub mod user;
+
+pub use event::EventEnvelope;
+pub use ids::{EventId, UserId};
+pub use money::{Currency, Money};
+pub use page::{Page, PageRequest};
+pub use problem::FieldErrors;
+pub use service::Service;

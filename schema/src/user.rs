@@ -1,0 +1,161 @@
+//! The user service's vocabulary: what callers send, what they get back, the
+//! events it publishes and the reasons it can say no.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::event::DomainEvent;
+use crate::{FieldErrors, UserId};
+
+/// What a user may do. Stored as text; the allowed values are checked in SQL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Customer,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Customer => "customer",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "customer" => Ok(Role::Customer),
+            "admin" => Ok(Role::Admin),
+            other => Err(format!("unknown role {other:?} (customer or admin)")),
+        }
+    }
+}
+
+/// A user as everyone outside the user service sees it: never a password hash.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct User {
+    pub id: UserId,
+    pub username: String,
+    pub email: String,
+    pub role: Role,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// Who is asking: the verified subject of a bearer token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Caller {
+    pub user_id: UserId,
+    pub role: Role,
+}
+
+impl Caller {
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+}
+
+/// `POST /register`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Registration {
+    pub username: String,
+    pub email: String,
+    pub password: String,
+}
+
+/// `POST /token`: the username field may hold the email.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+/// A signed access token.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TokenGrant {
+    pub access_token: String,
+    /// Always `bearer`.
+    pub token_type: String,
+    /// Seconds until the token expires.
+    pub expires_in: u64,
+}
+
+/// `PATCH /users/{id}`: only the fields present change.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserPatch {
+    pub email: Option<String>,
+    pub password: Option<String>,
+    /// Only an admin may change roles.
+    pub role: Option<Role>,
+}
+
+/// Why the user service said no.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, thiserror::Error)]
+pub enum UserError {
+    #[error("invalid input: {0}")]
+    Invalid(FieldErrors),
+    #[error("{field} is already taken")]
+    Taken { field: String },
+    #[error("no such user")]
+    NotFound,
+    #[error("invalid username or password")]
+    BadCredentials,
+    #[error("not allowed")]
+    Forbidden,
+}
+
+/// What happened to a user. Published through the user service's outbox.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum UserEvent {
+    Registered(UserRegistered),
+    Updated(UserUpdated),
+    Deleted(UserDeleted),
+}
+
+/// `user.registered`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UserRegistered {
+    pub user_id: UserId,
+    pub username: String,
+    pub email: String,
+    pub role: Role,
+}
+
+/// `user.updated`: the state after the change.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UserUpdated {
+    pub user_id: UserId,
+    pub email: String,
+    pub role: Role,
+    pub password_changed: bool,
+}
+
+/// `user.deleted`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UserDeleted {
+    pub user_id: UserId,
+}
+
+impl DomainEvent for UserEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            UserEvent::Registered(_) => "user.registered",
+            UserEvent::Updated(_) => "user.updated",
+            UserEvent::Deleted(_) => "user.deleted",
+        }
+    }
+
+    fn aggregate_id(&self) -> uuid::Uuid {
+        match self {
+            UserEvent::Registered(e) => e.user_id.0,
+            UserEvent::Updated(e) => e.user_id.0,
+            UserEvent::Deleted(e) => e.user_id.0,
+        }
+    }
+}
