@@ -18,7 +18,7 @@ pub struct ApiError {
     pub detail: String,
     pub errors: Option<FieldErrors>,
     /// Extra header, e.g. `WWW-Authenticate` or `Retry-After`.
-    pub header: Option<(header::HeaderName, HeaderValue)>,
+    pub header: Option<(&'static str, &'static str)>,
 }
 
 /// The problem document (RFC 9457).
@@ -61,12 +61,12 @@ impl ApiError {
 
     pub fn unauthorized(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
-            .with_header(header::WWW_AUTHENTICATE, "Bearer")
+            .with_header("www-authenticate", "Bearer")
     }
 
     pub fn unavailable(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)
-            .with_header(header::RETRY_AFTER, "1")
+            .with_header("retry-after", "1")
     }
 
     /// Something broke that the client cannot fix; the cause is logged, not sent.
@@ -79,8 +79,8 @@ impl ApiError {
         )
     }
 
-    pub fn with_header(mut self, name: header::HeaderName, value: &'static str) -> Self {
-        self.header = Some((name, HeaderValue::from_static(value)));
+    pub fn with_header(mut self, name: &'static str, value: &'static str) -> Self {
+        self.header = Some((name, value));
         self
     }
 }
@@ -108,7 +108,10 @@ impl IntoResponse for ApiError {
         )
             .into_response();
         if let Some((name, value)) = self.header {
-            response.headers_mut().insert(name, value);
+            response.headers_mut().insert(
+                header::HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
         }
         response
     }
@@ -126,7 +129,7 @@ impl<E: Into<ApiError>> From<CallError<E>> for ApiError {
                 "timeout",
                 "the service did not answer in time; try again shortly",
             )
-            .with_header(header::RETRY_AFTER, "1"),
+            .with_header("retry-after", "1"),
         }
     }
 }

@@ -2,8 +2,8 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -25,12 +25,26 @@ async fn live() -> Json<serde_json::Value> {
 /// services the edge needs are reachable somewhere in the cluster.
 #[utoipa::path(get, path = "/health/ready", tag = "health",
     responses((status = 200), (status = 503)))]
-async fn ready(State(state): State<AppState>) -> impl IntoResponse {
-    let (ok, report) = (state.readiness)().await;
-    let status = if ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(report))
+async fn ready(State(state): State<AppState>) -> Response {
+    let (ok, mut report) = (state.readiness)().await;
+    if ok {
+        return (StatusCode::OK, Json(report)).into_response();
+    }
+    // Not ready is an error like any other: a problem document, with the
+    // report's fields as extension members.
+    if let Some(fields) = report.as_object_mut() {
+        fields.insert("type".into(), "urn:mart:problem:not-ready".into());
+        fields.insert("title".into(), "Service Unavailable".into());
+        fields.insert("status".into(), 503.into());
+        fields.insert("detail".into(), "this node is not ready to serve".into());
+    }
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [
+            (header::CONTENT_TYPE, "application/problem+json"),
+            (header::RETRY_AFTER, "1"),
+        ],
+        report.to_string(),
+    )
+        .into_response()
 }

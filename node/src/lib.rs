@@ -185,10 +185,12 @@ async fn serve(opts: NodeOptions) -> anyhow::Result<()> {
     let hosting = opts.services.0.clone();
     let keys = token_keys(&opts)?;
     let dbs = Databases::open(&opts, &hosting).await?;
-    if let (Some(email), Some(password)) = (&opts.admin_email, &opts.admin_password) {
-        if hosting.contains(&Service::Users) {
-            tracing::info!("{}", admin(&opts, &dbs, email, password).await?);
-        }
+    if let (Some(email), Some(password), true) = (
+        &opts.admin_email,
+        &opts.admin_password,
+        hosting.contains(&Service::Users),
+    ) {
+        tracing::info!("{}", admin(&opts, &dbs, email, password).await?);
     }
 
     let membership = match opts.cluster_addr {

@@ -1,0 +1,107 @@
+//! Two `mart` processes joined by `ractor_cluster` on loopback: node A hosts only
+//! the edge, node B only the user service.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use mart_schema::db::testing::TestDb;
+use reqwest::StatusCode;
+use serde_json::Value;
+use support::{Api, Node, NodeSpec, free_port, problem};
+
+const COOKIE: &str = "cluster test cookie";
+
+fn users_node(db: &TestDb, port: u16) -> NodeSpec {
+    NodeSpec {
+        name: "node-b".into(),
+        services: "users".into(),
+        database_url: Some(db.url.clone()),
+        cluster_port: Some(port),
+        cookie: Some(COOKIE.into()),
+        http: false,
+        ..NodeSpec::default()
+    }
+}
+
+fn edge_node(name: &str, peer: u16, cookie: &str) -> NodeSpec {
+    NodeSpec {
+        name: name.into(),
+        services: "none".into(),
+        cluster_port: Some(free_port()),
+        peers: vec![peer],
+        cookie: Some(cookie.into()),
+        http: true,
+        ..NodeSpec::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_node_serves_users_hosted_on_another_node_and_survives_its_restart() {
+    let db = TestDb::empty().await;
+    let b_port = free_port();
+    let mut b = Node::start(users_node(&db, b_port)).await;
+    let a = Node::start(edge_node("node-a", b_port, COOKIE)).await;
+    a.wait_ready(Duration::from_secs(30)).await;
+    let api = Api::new(&a.http);
+
+    // Register, log in and read the profile through A; B does the work.
+    let (user, token) = api.customer("remote").await;
+    let profile: Value = api
+        .get("/user_profile", Some(&token))
+        .await
+        .json()
+        .await
+        .expect("profile");
+    assert_eq!(profile["id"], user["id"]);
+    let ready: Value = api
+        .get("/health/ready", None)
+        .await
+        .json()
+        .await
+        .expect("ready");
+    assert_eq!(ready["reachable"]["users"], true);
+
+    // A node with the wrong cookie is refused: it never sees the user service.
+    let intruder = Node::start(edge_node("intruder", b_port, "wrong cookie")).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let intruder_api = Api::new(&intruder.http);
+    let refused = intruder_api
+        .register("sneaky", "sneaky@example.test", "password123")
+        .await;
+    assert!(refused.headers().contains_key("retry-after"));
+    problem(refused, StatusCode::SERVICE_UNAVAILABLE).await;
+    problem(
+        intruder_api.get("/health/ready", None).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await
+    .get("status");
+
+    // B dies: A answers 503 promptly, never hangs.
+    b.kill();
+    let started = Instant::now();
+    let response = api
+        .client
+        .get(api.url("/user_profile"))
+        .bearer_auth(&token)
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .expect("an answer within 2 s");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
+
+    // B returns: A reconnects by itself and serves again, with the same data.
+    b.restart();
+    a.wait_ready(Duration::from_secs(30)).await;
+    let again = api.token("remote", "password123").await;
+    assert_eq!(
+        api.get("/user_profile", Some(&again)).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        api.get("/user_profile", Some(&token)).await.status(),
+        StatusCode::OK
+    );
+}

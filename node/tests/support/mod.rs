@@ -1,0 +1,318 @@
+//! Test support: real `mart` processes on loopback, talking to a throwaway
+//! PostgreSQL database, driven over HTTP.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::{Client, Response, StatusCode};
+use serde_json::{Value, json};
+
+pub const JWT_SECRET: &str = "a shared test secret of decent length";
+pub const ADMIN_EMAIL: &str = "root@example.test";
+pub const ADMIN_PASSWORD: &str = "admin password";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A running `mart` node, killed when dropped.
+pub struct Node {
+    child: Option<Child>,
+    pub http: String,
+    pub cluster_port: Option<u16>,
+    pub log: PathBuf,
+    data_dir: PathBuf,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+}
+
+/// How to start a node.
+#[derive(Clone, Default)]
+pub struct NodeSpec {
+    pub name: String,
+    pub services: String,
+    pub database_url: Option<String>,
+    pub cluster_port: Option<u16>,
+    pub peers: Vec<u16>,
+    pub cookie: Option<String>,
+    pub http: bool,
+    pub extra_env: Vec<(String, String)>,
+}
+
+impl NodeSpec {
+    /// One node hosting everything, with an edge and an admin account.
+    pub fn single(database_url: &str) -> Self {
+        Self {
+            name: "solo".into(),
+            services: "all".into(),
+            database_url: Some(database_url.into()),
+            http: true,
+            extra_env: vec![
+                ("MART_ADMIN_EMAIL".into(), ADMIN_EMAIL.into()),
+                ("MART_ADMIN_PASSWORD".into(), ADMIN_PASSWORD.into()),
+            ],
+            ..Self::default()
+        }
+    }
+}
+
+impl Node {
+    pub async fn start(spec: NodeSpec) -> Node {
+        let http_port = free_port();
+        let data_dir =
+            std::env::temp_dir().join(format!("mart-node-test-{}", uuid::Uuid::new_v4().simple()));
+        let mut args = vec![
+            "--node-name".to_owned(),
+            spec.name.clone(),
+            "--services".into(),
+            spec.services.clone(),
+            "--http-addr".into(),
+            if spec.http {
+                format!("127.0.0.1:{http_port}")
+            } else {
+                "none".into()
+            },
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+        ];
+        if let Some(port) = spec.cluster_port {
+            args.extend(["--cluster-addr".into(), format!("127.0.0.1:{port}")]);
+        }
+        if !spec.peers.is_empty() {
+            let peers: Vec<String> = spec
+                .peers
+                .iter()
+                .map(|p| format!("127.0.0.1:{p}"))
+                .collect();
+            args.extend(["--peers".into(), peers.join(",")]);
+        }
+        if let Some(cookie) = &spec.cookie {
+            args.extend(["--cookie".into(), cookie.clone()]);
+        }
+        let mut envs = vec![
+            ("MART_JWT_SECRET".to_owned(), JWT_SECRET.to_owned()),
+            ("RUST_LOG".into(), "info,ractor_cluster=info".into()),
+        ];
+        if let Some(url) = &spec.database_url {
+            envs.push(("DATABASE_URL".into(), url.clone()));
+        }
+        envs.extend(spec.extra_env.iter().cloned());
+        let log = std::env::temp_dir().join(format!(
+            "mart-{}-{}.log",
+            spec.name,
+            uuid::Uuid::new_v4().simple()
+        ));
+        let mut node = Node {
+            child: None,
+            http: format!("http://127.0.0.1:{http_port}"),
+            cluster_port: spec.cluster_port,
+            log,
+            data_dir,
+            args,
+            envs,
+        };
+        node.spawn();
+        if spec.http {
+            node.wait_live().await;
+        }
+        node
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(&self.log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_mart"))
+            .args(&self.args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(self.envs.iter().cloned())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn mart");
+        self.child = Some(child);
+    }
+
+    pub async fn wait_live(&self) {
+        self.wait_for("/health/live", Duration::from_secs(60)).await;
+    }
+
+    /// Polls `/health/ready` until it answers 200.
+    pub async fn wait_ready(&self, limit: Duration) {
+        self.wait_for("/health/ready", limit).await;
+    }
+
+    async fn wait_for(&self, path: &str, limit: Duration) {
+        let client = Client::new();
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            let response = client.get(format!("{}{path}", self.http)).send().await;
+            if response.is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{path} not OK within {limit:?}; log:\n{}", self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `kill -9`: no goodbye to peers.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the same node again (same ports, same database).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(20) {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(&self.log);
+        }
+    }
+}
+
+/// A small typed HTTP client for the edge.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub client: Client,
+}
+
+impl Api {
+    pub fn new(base: &str) -> Self {
+        Self {
+            base: base.to_owned(),
+            client: Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("client"),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn register(&self, username: &str, email: &str, password: &str) -> Response {
+        self.client
+            .post(self.url("/register"))
+            .json(&json!({"username": username, "email": email, "password": password}))
+            .send()
+            .await
+            .expect("register")
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> Response {
+        self.client
+            .post(self.url("/token"))
+            .form(&[
+                ("username", username),
+                ("password", password),
+                ("grant_type", "password"),
+            ])
+            .send()
+            .await
+            .expect("token")
+    }
+
+    /// Registers `name` and returns `(user, token)`.
+    pub async fn customer(&self, name: &str) -> (Value, String) {
+        let response = self
+            .register(name, &format!("{name}@example.test"), "password123")
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let user: Value = response.json().await.expect("user");
+        (user, self.token(name, "password123").await)
+    }
+
+    pub async fn token(&self, username: &str, password: &str) -> String {
+        let response = self.login(username, password).await;
+        assert_eq!(response.status(), StatusCode::OK, "login of {username}");
+        let grant: Value = response.json().await.expect("grant");
+        grant["access_token"].as_str().expect("token").to_owned()
+    }
+
+    pub async fn admin_token(&self) -> String {
+        self.token(ADMIN_EMAIL, ADMIN_PASSWORD).await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
+        let mut request = self.client.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("get")
+    }
+
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> Response {
+        self.client
+            .patch(self.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("patch")
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Response {
+        self.client
+            .delete(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("delete")
+    }
+}
+
+/// Asserts `response` is a problem document with `status`, returning it.
+pub async fn problem(response: Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = response.json().await.expect("problem body");
+    assert_eq!(body["status"], status.as_u16());
+    assert!(body["type"].is_string() && body["title"].is_string() && body["detail"].is_string());
+    body
+}

@@ -1,0 +1,445 @@
+//! The user service through the REST edge of a real `mart` process: the seed's
+//! paths, fixed.
+
+mod support;
+
+use mart_schema::db::testing::TestDb;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::{Api, Node, NodeSpec, problem};
+
+async fn single_node() -> (TestDb, Node, Api) {
+    let db = TestDb::empty().await;
+    let node = Node::start(NodeSpec::single(&db.url)).await;
+    let api = Api::new(&node.http);
+    (db, node, api)
+}
+
+#[tokio::test]
+async fn a_new_user_registers_logs_in_and_reads_their_profile() {
+    let (_db, _node, api) = single_node().await;
+
+    let response = api
+        .register("alice", "Alice@Example.test", "password123")
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let user: Value = response.json().await.expect("json");
+    assert_eq!(user["username"], "alice");
+    assert_eq!(user["role"], "customer");
+    assert!(user.get("password").is_none() && user.get("password_hash").is_none());
+
+    // OAuth2 password form with the username, and JSON with the email.
+    let token = api.token("alice", "password123").await;
+    let json_login = api
+        .client
+        .post(api.url("/token"))
+        .json(&json!({"username": "alice@example.test", "password": "password123"}))
+        .send()
+        .await
+        .expect("json login");
+    assert_eq!(json_login.status(), StatusCode::OK);
+    let grant: Value = json_login.json().await.expect("grant");
+    assert_eq!(grant["token_type"], "bearer");
+    assert!(grant["expires_in"].as_u64().is_some_and(|s| s > 0));
+
+    let profile: Value = api
+        .get("/user_profile", Some(&token))
+        .await
+        .json()
+        .await
+        .expect("profile");
+    assert_eq!(profile, user);
+
+    // The seed read registration from the query string; a form body works here.
+    let form = api
+        .client
+        .post(api.url("/register"))
+        .form(&[
+            ("username", "bob"),
+            ("email", "bob@example.test"),
+            ("password", "password123"),
+        ])
+        .send()
+        .await
+        .expect("form register");
+    assert_eq!(form.status(), StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn bad_registrations_get_422_naming_each_field_and_duplicates_409() {
+    let (db, _node, api) = single_node().await;
+    let body = problem(
+        api.register("al", "not-an-email", "short").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    for field in ["username", "email", "password"] {
+        assert!(body["errors"][field].is_array(), "{field} named in {body}");
+    }
+    let missing = api
+        .client
+        .post(api.url("/register"))
+        .json(&json!({"username": "carol", "password": "password123"}))
+        .send()
+        .await
+        .expect("send");
+    let body = problem(missing, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert!(body["errors"]["email"].is_array(), "{body}");
+    let wrong_type = api
+        .client
+        .post(api.url("/register"))
+        .json(&json!({"username": 5, "email": "c@example.test", "password": "password123"}))
+        .send()
+        .await
+        .expect("send");
+    let body = problem(wrong_type, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert!(body["errors"]["username"].is_array(), "{body}");
+    let broken = api
+        .client
+        .post(api.url("/register"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .expect("send");
+    problem(broken, StatusCode::BAD_REQUEST).await;
+
+    assert_eq!(
+        api.register("dave", "dave@example.test", "password123")
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    let body = problem(
+        api.register("DAVE", "other@example.test", "password123")
+            .await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    assert!(body["errors"]["username"].is_array());
+    let body = problem(
+        api.register("dave2", "DAVE@EXAMPLE.TEST", "password123")
+            .await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    assert!(body["errors"]["email"].is_array());
+
+    // Nothing half-written: exactly one dave and one registration event.
+    let client = db.pool.get().await.expect("client");
+    let users: i64 = client
+        .query_one("select count(*) from users.users", &[])
+        .await
+        .expect("count")
+        .get(0);
+    let events: i64 = client
+        .query_one(
+            "select count(*) from users.outbox where event_type = 'user.registered'",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!((users, events), (2, 2), "the admin and dave");
+}
+
+#[tokio::test]
+async fn concurrent_registrations_of_one_name_let_exactly_one_win() {
+    let (_db, _node, api) = single_node().await;
+    let attempts = (0..8).map(|i| {
+        let api = api.clone();
+        async move {
+            api.register("racer", &format!("racer{i}@example.test"), "password123")
+                .await
+                .status()
+        }
+    });
+    let statuses = futures::future::join_all(attempts).await;
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::CREATED)
+            .count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::CREATED || *s == StatusCode::CONFLICT)
+    );
+}
+
+#[tokio::test]
+async fn wrong_passwords_and_bad_tokens_get_401_with_a_bearer_challenge() {
+    let (_db, _node, api) = single_node().await;
+    let (_, token) = api.customer("erin").await;
+    let response = api.login("erin", "wrong password").await;
+    assert_eq!(
+        response
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.as_bytes()),
+        Some(&b"Bearer"[..])
+    );
+    problem(response, StatusCode::UNAUTHORIZED).await;
+    problem(
+        api.login("nobody", "password123").await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+
+    let parts: Vec<&str> = token.split('.').collect();
+    let tampered = format!("{}.{}x.{}", parts[0], parts[1], parts[2]);
+    let unsigned = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.", parts[1]);
+    for bad in [
+        None,
+        Some("garbage"),
+        Some(tampered.as_str()),
+        Some(unsigned.as_str()),
+    ] {
+        let response = api.get("/user_profile", bad).await;
+        assert!(response.headers().contains_key("www-authenticate"));
+        problem(response, StatusCode::UNAUTHORIZED).await;
+    }
+}
+
+#[tokio::test]
+async fn admins_manage_users_and_customers_manage_only_themselves() {
+    let (_db, _node, api) = single_node().await;
+    let admin = api.admin_token().await;
+    let (frank, frank_token) = api.customer("frank").await;
+    let (grace, grace_token) = api.customer("grace").await;
+    let frank_path = format!("/users/{}", frank["id"].as_str().expect("id"));
+    let grace_path = format!("/users/{}", grace["id"].as_str().expect("id"));
+
+    // Listing: admin only, paginated, both path spellings.
+    problem(
+        api.get("/users/", Some(&frank_token)).await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    let first: Value = api
+        .get("/users?limit=2", Some(&admin))
+        .await
+        .json()
+        .await
+        .expect("page");
+    assert_eq!(first["items"].as_array().map(Vec::len), Some(2));
+    let cursor = first["next_cursor"].as_str().expect("more pages");
+    let second: Value = api
+        .get(&format!("/users/?limit=2&cursor={cursor}"), Some(&admin))
+        .await
+        .json()
+        .await
+        .expect("page");
+    assert_eq!(second["items"].as_array().map(Vec::len), Some(1));
+    assert!(second["next_cursor"].is_null());
+    problem(
+        api.get("/users?limit=101", Some(&admin)).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    problem(
+        api.get("/users?cursor=nonsense", Some(&admin)).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+
+    // Reading: self or admin; someone else's account looks absent.
+    assert_eq!(
+        api.get(&frank_path, Some(&frank_token)).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        api.get(&frank_path, Some(&admin)).await.status(),
+        StatusCode::OK
+    );
+    problem(
+        api.get(&grace_path, Some(&frank_token)).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    problem(
+        api.get("/users/not-a-uuid", Some(&admin)).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+
+    // Updating: own email and password; only an admin changes roles.
+    let updated: Value = api
+        .patch(
+            &frank_path,
+            &frank_token,
+            json!({"email": "frank@new.example.test", "password": "new password"}),
+        )
+        .await
+        .json()
+        .await
+        .expect("updated");
+    assert_eq!(updated["email"], "frank@new.example.test");
+    api.token("frank", "new password").await;
+    problem(
+        api.patch(&frank_path, &frank_token, json!({"role": "admin"}))
+            .await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    let body = problem(
+        api.patch(&frank_path, &frank_token, json!({"email": "nope"}))
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert!(body["errors"]["email"].is_array());
+    let promoted: Value = api
+        .patch(&grace_path, &admin, json!({"role": "admin"}))
+        .await
+        .json()
+        .await
+        .expect("promoted");
+    assert_eq!(promoted["role"], "admin");
+
+    // Deleting: admin only; twice is 404; the deleted user's token stops working.
+    problem(
+        api.delete(&grace_path, &frank_token).await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    assert_eq!(
+        api.delete(&frank_path, &admin).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    problem(api.delete(&frank_path, &admin).await, StatusCode::NOT_FOUND).await;
+    problem(
+        api.get("/user_profile", Some(&frank_token)).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    assert_eq!(
+        api.get("/user_profile", Some(&grace_token)).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn the_edge_answers_every_error_as_a_problem_and_tags_every_request() {
+    let (_db, _node, api) = single_node().await;
+    problem(api.get("/no/such/path", None).await, StatusCode::NOT_FOUND).await;
+    let response = api
+        .client
+        .put(api.url("/register"))
+        .send()
+        .await
+        .expect("put");
+    problem(response, StatusCode::METHOD_NOT_ALLOWED).await;
+    let big = "x".repeat(2 * 1024 * 1024);
+    // Its own connection: the server closes it rather than read the rest.
+    let response = reqwest::Client::new()
+        .post(api.url("/register"))
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .expect("big");
+    problem(response, StatusCode::PAYLOAD_TOO_LARGE).await;
+
+    let echoed = api
+        .client
+        .get(api.url("/health/live"))
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await
+        .expect("live");
+    assert_eq!(
+        echoed.headers().get("x-request-id").map(|v| v.as_bytes()),
+        Some(&b"trace-me-42"[..])
+    );
+    let generated = api.get("/health/live", None).await;
+    assert!(
+        generated
+            .headers()
+            .get("x-request-id")
+            .is_some_and(|v| !v.is_empty())
+    );
+
+    let ready: Value = api
+        .get("/health/ready", None)
+        .await
+        .json()
+        .await
+        .expect("ready");
+    assert_eq!(ready["status"], "ready", "{ready}");
+
+    let doc: Value = api
+        .get("/openapi.json", None)
+        .await
+        .json()
+        .await
+        .expect("openapi");
+    for path in [
+        "/register",
+        "/token",
+        "/user_profile",
+        "/users",
+        "/users/{id}",
+        "/health/live",
+        "/health/ready",
+    ] {
+        assert!(
+            doc["paths"][path].is_object(),
+            "{path} missing from openapi.json"
+        );
+    }
+}
+
+#[tokio::test]
+async fn admin_create_reads_the_password_from_stdin_and_the_node_stops_cleanly() {
+    use std::io::Write;
+    let db = TestDb::empty().await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mart"))
+        .args([
+            "admin",
+            "create",
+            "--email",
+            "boss@example.test",
+            "--password-stdin",
+        ])
+        .env("DATABASE_URL", &db.url)
+        .env("MART_JWT_SECRET", support::JWT_SECRET)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"boss password\n")
+        .expect("write");
+    let output = child.wait_with_output().expect("admin create");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("created admin boss"));
+
+    let mut node = Node::start(NodeSpec {
+        extra_env: vec![],
+        ..NodeSpec::single(&db.url)
+    })
+    .await;
+    let api = Api::new(&node.http);
+    let token = api.token("boss", "boss password").await;
+    let me: Value = api
+        .get("/user_profile", Some(&token))
+        .await
+        .json()
+        .await
+        .expect("me");
+    assert_eq!(me["role"], "admin");
+    let status = node.terminate().expect("exits on SIGTERM");
+    assert!(status.success(), "clean exit; log:\n{}", node.log_text());
+}
