@@ -62,6 +62,24 @@ async fn an_edge_node_serves_users_hosted_on_another_node_and_survives_its_resta
         .expect("ready");
     assert_eq!(ready["reachable"]["users"], true);
 
+    // Garbage on the cluster port does not bring B down.
+    for junk in [
+        &b"\x00\x00\x00\x10not a protobuf frame"[..],
+        &[0xff; 64][..],
+        b"GET / HTTP/1.1\r\n\r\n",
+    ] {
+        use tokio::io::AsyncWriteExt;
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", b_port)).await {
+            let _ = stream.write_all(junk).await;
+            let _ = stream.shutdown().await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        api.get("/user_profile", Some(&token)).await.status(),
+        StatusCode::OK
+    );
+
     // A node with the wrong cookie is refused: it never sees the user service.
     let intruder = Node::start(edge_node("intruder", b_port, "wrong cookie")).await;
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -44,6 +44,8 @@ pub struct NodeSpec {
     pub cookie: Option<String>,
     pub http: bool,
     pub extra_env: Vec<(String, String)>,
+    /// Defaults to a fresh temporary directory, removed with the node.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl NodeSpec {
@@ -66,8 +68,9 @@ impl NodeSpec {
 impl Node {
     pub async fn start(spec: NodeSpec) -> Node {
         let http_port = free_port();
-        let data_dir =
-            std::env::temp_dir().join(format!("mart-node-test-{}", uuid::Uuid::new_v4().simple()));
+        let data_dir = spec.data_dir.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("mart-node-test-{}", uuid::Uuid::new_v4().simple()))
+        });
         let mut args = vec![
             "--node-name".to_owned(),
             spec.name.clone(),

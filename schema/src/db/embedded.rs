@@ -264,7 +264,8 @@ fn running_port(data: &Path) -> Option<u16> {
 /// then whatever `initdb` is on the PATH.
 fn find_bin_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("MART_PG_BIN") {
-        return Some(PathBuf::from(dir));
+        let dir = PathBuf::from(dir);
+        return dir.join("postgres").exists().then_some(dir);
     }
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
