@@ -17,8 +17,19 @@ pub struct ApiError {
     pub kind: &'static str,
     pub detail: String,
     pub errors: Option<FieldErrors>,
-    /// Extra header, e.g. `WWW-Authenticate` or `Retry-After`.
-    pub header: Option<(&'static str, &'static str)>,
+    /// A header the status calls for.
+    pub header: Option<ExtraHeader>,
+    /// What went wrong inside, for the log only; never sent.
+    pub cause: Option<Box<str>>,
+}
+
+/// Headers some errors carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtraHeader {
+    /// `WWW-Authenticate: Bearer` on 401.
+    BearerChallenge,
+    /// `Retry-After: 1` when trying again soon may work.
+    RetryAfter,
 }
 
 /// The problem document (RFC 9457).
@@ -41,6 +52,7 @@ impl ApiError {
             detail: detail.into(),
             errors: None,
             header: None,
+            cause: None,
         }
     }
 
@@ -61,26 +73,28 @@ impl ApiError {
 
     pub fn unauthorized(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
-            .with_header("www-authenticate", "Bearer")
+            .with_header(ExtraHeader::BearerChallenge)
     }
 
     pub fn unavailable(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)
-            .with_header("retry-after", "1")
+            .with_header(ExtraHeader::RetryAfter)
     }
 
     /// Something broke that the client cannot fix; the cause is logged, not sent.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
-        tracing::error!(%cause, "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "an internal error occurred; it has been logged",
-        )
+        Self {
+            cause: Some(cause.to_string().into()),
+            ..Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "an internal error occurred; it has been logged",
+            )
+        }
     }
 
-    pub fn with_header(mut self, name: &'static str, value: &'static str) -> Self {
-        self.header = Some((name, value));
+    pub fn with_header(mut self, header: ExtraHeader) -> Self {
+        self.header = Some(header);
         self
     }
 }
@@ -88,7 +102,8 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
-            tracing::error!(status = self.status.as_u16(), detail = %self.detail, "request failed");
+            let cause = self.cause.as_deref().unwrap_or(&self.detail);
+            tracing::error!(status = self.status.as_u16(), %cause, "request failed");
         }
         let problem = Problem {
             type_: format!("urn:mart:problem:{}", self.kind),
@@ -107,11 +122,15 @@ impl IntoResponse for ApiError {
             body,
         )
             .into_response();
-        if let Some((name, value)) = self.header {
-            response.headers_mut().insert(
-                header::HeaderName::from_static(name),
-                HeaderValue::from_static(value),
-            );
+        let extra = match self.header {
+            Some(ExtraHeader::BearerChallenge) => Some((header::WWW_AUTHENTICATE, "Bearer")),
+            Some(ExtraHeader::RetryAfter) => Some((header::RETRY_AFTER, "1")),
+            None => None,
+        };
+        if let Some((name, value)) = extra {
+            response
+                .headers_mut()
+                .insert(name, HeaderValue::from_static(value));
         }
         response
     }
@@ -129,7 +148,7 @@ impl<E: Into<ApiError>> From<CallError<E>> for ApiError {
                 "timeout",
                 "the service did not answer in time; try again shortly",
             )
-            .with_header("retry-after", "1"),
+            .with_header(ExtraHeader::RetryAfter),
         }
     }
 }

@@ -47,19 +47,9 @@ async fn an_edge_node_serves_users_hosted_on_another_node_and_survives_its_resta
 
     // Register, log in and read the profile through A; B does the work.
     let (user, token) = api.customer("remote").await;
-    let profile: Value = api
-        .get("/user_profile", Some(&token))
-        .await
-        .json()
-        .await
-        .expect("profile");
+    let profile: Value = api.get_json("/user_profile", Some(&token)).await;
     assert_eq!(profile["id"], user["id"]);
-    let ready: Value = api
-        .get("/health/ready", None)
-        .await
-        .json()
-        .await
-        .expect("ready");
+    let ready: Value = api.get_json("/health/ready", None).await;
     assert_eq!(ready["reachable"]["users"], true);
 
     // Garbage on the cluster port does not bring B down.

@@ -31,23 +31,18 @@ async fn a_new_user_registers_logs_in_and_reads_their_profile() {
     // OAuth2 password form with the username, and JSON with the email.
     let token = api.token("alice", "password123").await;
     let json_login = api
-        .client
-        .post(api.url("/token"))
-        .json(&json!({"username": "alice@example.test", "password": "password123"}))
-        .send()
-        .await
-        .expect("json login");
+        .post_json(
+            "/token",
+            None,
+            json!({"username": "alice@example.test", "password": "password123"}),
+        )
+        .await;
     assert_eq!(json_login.status(), StatusCode::OK);
     let grant: Value = json_login.json().await.expect("grant");
     assert_eq!(grant["token_type"], "bearer");
     assert!(grant["expires_in"].as_u64().is_some_and(|s| s > 0));
 
-    let profile: Value = api
-        .get("/user_profile", Some(&token))
-        .await
-        .json()
-        .await
-        .expect("profile");
+    let profile: Value = api.get_json("/user_profile", Some(&token)).await;
     assert_eq!(profile, user);
 
     // The seed read registration from the query string; a form body works here.
@@ -77,21 +72,21 @@ async fn bad_registrations_get_422_naming_each_field_and_duplicates_409() {
         assert!(body["errors"][field].is_array(), "{field} named in {body}");
     }
     let missing = api
-        .client
-        .post(api.url("/register"))
-        .json(&json!({"username": "carol", "password": "password123"}))
-        .send()
-        .await
-        .expect("send");
+        .post_json(
+            "/register",
+            None,
+            json!({"username": "carol", "password": "password123"}),
+        )
+        .await;
     let body = problem(missing, StatusCode::UNPROCESSABLE_ENTITY).await;
     assert!(body["errors"]["email"].is_array(), "{body}");
     let wrong_type = api
-        .client
-        .post(api.url("/register"))
-        .json(&json!({"username": 5, "email": "c@example.test", "password": "password123"}))
-        .send()
-        .await
-        .expect("send");
+        .post_json(
+            "/register",
+            None,
+            json!({"username": 5, "email": "c@example.test", "password": "password123"}),
+        )
+        .await;
     let body = problem(wrong_type, StatusCode::UNPROCESSABLE_ENTITY).await;
     assert!(body["errors"]["username"].is_array(), "{body}");
     let broken = api
@@ -219,20 +214,12 @@ async fn admins_manage_users_and_customers_manage_only_themselves() {
         StatusCode::FORBIDDEN,
     )
     .await;
-    let first: Value = api
-        .get("/users?limit=2", Some(&admin))
-        .await
-        .json()
-        .await
-        .expect("page");
+    let first: Value = api.get_json("/users?limit=2", Some(&admin)).await;
     assert_eq!(first["items"].as_array().map(Vec::len), Some(2));
     let cursor = first["next_cursor"].as_str().expect("more pages");
     let second: Value = api
-        .get(&format!("/users/?limit=2&cursor={cursor}"), Some(&admin))
-        .await
-        .json()
-        .await
-        .expect("page");
+        .get_json(&format!("/users/?limit=2&cursor={cursor}"), Some(&admin))
+        .await;
     assert_eq!(second["items"].as_array().map(Vec::len), Some(1));
     assert!(second["next_cursor"].is_null());
     problem(
@@ -363,20 +350,10 @@ async fn the_edge_answers_every_error_as_a_problem_and_tags_every_request() {
             .is_some_and(|v| !v.is_empty())
     );
 
-    let ready: Value = api
-        .get("/health/ready", None)
-        .await
-        .json()
-        .await
-        .expect("ready");
+    let ready: Value = api.get_json("/health/ready", None).await;
     assert_eq!(ready["status"], "ready", "{ready}");
 
-    let doc: Value = api
-        .get("/openapi.json", None)
-        .await
-        .json()
-        .await
-        .expect("openapi");
+    let doc: Value = api.get_json("/openapi.json", None).await;
     for path in [
         "/register",
         "/token",
@@ -433,12 +410,7 @@ async fn admin_create_reads_the_password_from_stdin_and_the_node_stops_cleanly()
     .await;
     let api = Api::new(&node.http);
     let token = api.token("boss", "boss password").await;
-    let me: Value = api
-        .get("/user_profile", Some(&token))
-        .await
-        .json()
-        .await
-        .expect("me");
+    let me: Value = api.get_json("/user_profile", Some(&token)).await;
     assert_eq!(me["role"], "admin");
     let status = node.terminate().expect("exits on SIGTERM");
     assert!(status.success(), "clean exit; log:\n{}", node.log_text());

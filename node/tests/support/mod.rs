@@ -234,12 +234,27 @@ impl Api {
     }
 
     pub async fn register(&self, username: &str, email: &str, password: &str) -> Response {
-        self.client
-            .post(self.url("/register"))
-            .json(&json!({"username": username, "email": email, "password": password}))
-            .send()
-            .await
-            .expect("register")
+        self.post_json(
+            "/register",
+            None,
+            json!({"username": username, "email": email, "password": password}),
+        )
+        .await
+    }
+
+    pub async fn post_json(&self, path: &str, token: Option<&str>, body: Value) -> Response {
+        let mut request = self.client.post(self.url(path)).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("post")
+    }
+
+    /// GET, expecting 200 and a JSON body.
+    pub async fn get_json(&self, path: &str, token: Option<&str>) -> Value {
+        let response = self.get(path, token).await;
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+        response.json().await.expect("json body")
     }
 
     pub async fn login(&self, username: &str, password: &str) -> Response {
