@@ -139,3 +139,54 @@ impl<M: ractor::Message> ServiceClient<M> {
 pub fn answer<T, E>(reply: Reply<T, E>, result: Result<T, E>) {
     let _ = reply.send(Wire::Value(result));
 }
+
+/// A service's "no" that can also describe a request that did not decode.
+pub trait Rejection: Send + 'static {
+    fn malformed(reason: String) -> Self;
+}
+
+/// Why a request failed inside a service: a business answer for the caller, or
+/// broken infrastructure that the caller sees as "unavailable".
+#[derive(Debug, thiserror::Error)]
+pub enum Failure<E> {
+    #[error("rejected: {0}")]
+    Rejected(E),
+    #[error("{0}")]
+    Infrastructure(String),
+}
+
+impl<E> From<E> for Failure<E> {
+    fn from(e: E) -> Self {
+        Failure::Rejected(e)
+    }
+}
+
+/// Runs one request and answers it. A business "no" is an answer; broken
+/// infrastructure drops the reply (the caller sees "unavailable") and returns
+/// the handler's `Err`, crashing the actor so its supervisor starts a fresh one.
+pub async fn respond<Req, T, E, F>(
+    reply: Reply<T, E>,
+    request: Wire<Req>,
+    run: impl FnOnce(Req) -> F,
+) -> Result<(), ractor::ActorProcessingErr>
+where
+    E: Rejection,
+    F: Future<Output = Result<T, Failure<E>>>,
+{
+    let request = match request.into_result() {
+        Ok(request) => request,
+        Err(reason) => {
+            answer(reply, Err(E::malformed(reason)));
+            return Ok(());
+        }
+    };
+    match run(request).await {
+        Ok(value) => answer(reply, Ok(value)),
+        Err(Failure::Rejected(no)) => answer(reply, Err(no)),
+        Err(Failure::Infrastructure(e)) => {
+            drop(reply);
+            return Err(e.into());
+        }
+    }
+    Ok(())
+}

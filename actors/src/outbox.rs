@@ -48,9 +48,13 @@ impl Outbox {
             insert: format!(
                 "insert into {schema}.outbox \
                  (seq, event_id, event_type, aggregate_id, aggregate_seq, data) \
-                 values ($1, $2, $3, $4, \
-                   coalesce((select max(aggregate_seq) from {schema}.outbox where aggregate_id = $4), 0) + 1, \
-                   $5)"
+                 select e.seq, e.event_id, e.event_type, e.aggregate_id, \
+                   coalesce((select max(o.aggregate_seq) from {schema}.outbox o \
+                             where o.aggregate_id = e.aggregate_id), 0) \
+                   + row_number() over (partition by e.aggregate_id order by e.seq), \
+                   e.data \
+                 from unnest($1::bigint[], $2::uuid[], $3::text[], $4::uuid[], $5::jsonb[]) \
+                   as e(seq, event_id, event_type, aggregate_id, data)"
             ),
         }
     }
@@ -67,21 +71,20 @@ impl Outbox {
         }
         let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
         let head: i64 = tx.query_one(&self.claim, &[&count]).await?.get(0);
+        // One statement for the whole batch: a product actor may append hundreds
+        // of events in one transaction.
+        let first = head - count + 1;
+        let seqs: Vec<i64> = (first..=head).collect();
+        let ids: Vec<uuid::Uuid> = events.iter().map(|_| EventId::new().0).collect();
+        let types: Vec<&str> = events.iter().map(|e| e.event_type()).collect();
+        let aggregates: Vec<uuid::Uuid> = events.iter().map(|e| e.aggregate_id()).collect();
+        let data: Vec<serde_json::Value> = events
+            .iter()
+            .map(|e| serde_json::to_value(e).unwrap_or(serde_json::Value::Null))
+            .collect();
         let insert = tx.prepare_cached(&self.insert).await?;
-        for (offset, event) in (0..count).zip(events) {
-            let data = serde_json::to_value(event).unwrap_or(serde_json::Value::Null);
-            tx.execute(
-                &insert,
-                &[
-                    &(head - count + 1 + offset),
-                    &EventId::new(),
-                    &event.event_type(),
-                    &event.aggregate_id(),
-                    &data,
-                ],
-            )
+        tx.execute(&insert, &[&seqs, &ids, &types, &aggregates, &data])
             .await?;
-        }
         Ok(())
     }
 

@@ -19,7 +19,7 @@ use mart_schema::{FieldErrors, Page, PageRequest, Service, UserId};
 use ractor_cluster::RactorClusterMessage;
 
 use crate::auth::TokenKeys;
-use crate::call::{CallError, ServiceClient};
+use crate::call::{CallError, Failure, Rejection, ServiceClient};
 use crate::outbox::Outbox;
 use crate::wire::Wire;
 use ractor::RpcReplyPort;
@@ -280,21 +280,19 @@ pub enum AdminOutcome {
     Existed(User),
 }
 
-/// Why a request failed: a business answer for the caller, or broken
-/// infrastructure that the caller sees as "unavailable".
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum ServiceFailure {
-    #[error(transparent)]
-    Rejected(#[from] UserError),
-    #[error("{0}")]
-    Infrastructure(String),
+type ServiceFailure = Failure<UserError>;
+
+impl Rejection for UserError {
+    fn malformed(reason: String) -> Self {
+        UserError::Invalid(FieldErrors::single("request", reason))
+    }
 }
 
 impl From<StoreError> for ServiceFailure {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Rejected(e) => ServiceFailure::Rejected(e),
-            StoreError::Database(e) => ServiceFailure::Infrastructure(e),
+            StoreError::Rejected(e) => Failure::Rejected(e),
+            StoreError::Database(e) => Failure::Infrastructure(e),
         }
     }
 }
@@ -309,21 +307,21 @@ async fn hash_password(password: String) -> Result<String, ServiceFailure> {
         argon2::Argon2::default()
             .hash_password(password.as_bytes())
             .map(|hash| hash.to_string())
-            .map_err(|e| ServiceFailure::Infrastructure(format!("hashing: {e}")))
+            .map_err(|e| Failure::Infrastructure(format!("hashing: {e}")))
     })
     .await
-    .map_err(|e| ServiceFailure::Infrastructure(e.to_string()))?
+    .map_err(|e| Failure::Infrastructure(e.to_string()))?
 }
 
 async fn verify_password(password: String, hash: String) -> Result<bool, ServiceFailure> {
     tokio::task::spawn_blocking(move || {
         use argon2::PasswordVerifier;
         let parsed = argon2::password_hash::phc::PasswordHash::new(&hash)
-            .map_err(|e| ServiceFailure::Infrastructure(format!("stored hash: {e}")))?;
+            .map_err(|e| Failure::Infrastructure(format!("stored hash: {e}")))?;
         Ok(argon2::Argon2::default()
             .verify_password(password.as_bytes(), &parsed)
             .is_ok())
     })
     .await
-    .map_err(|e| ServiceFailure::Infrastructure(e.to_string()))?
+    .map_err(|e| Failure::Infrastructure(e.to_string()))?
 }

@@ -1,12 +1,9 @@
 //! A request worker of the user service. Stateless: any number run, on any node.
 
-use mart_schema::FieldErrors;
-use mart_schema::user::UserError;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use super::{ServiceFailure, UserRules, UsersMsg};
-use crate::call::{Reply, answer};
-use crate::wire::Wire;
+use super::{UserRules, UsersMsg};
+use crate::call::respond;
 
 #[derive(Debug)]
 pub(crate) struct UsersWorker;
@@ -55,36 +52,4 @@ impl Actor for UsersWorker {
             }
         }
     }
-}
-
-/// Runs one request and answers it. A business "no" is an answer; broken
-/// infrastructure drops the reply (the caller sees "unavailable") and crashes
-/// this worker so its supervisor starts a fresh one.
-async fn respond<Req, T, F>(
-    reply: Reply<T, UserError>,
-    request: Wire<Req>,
-    run: impl FnOnce(Req) -> F,
-) -> Result<(), ActorProcessingErr>
-where
-    F: Future<Output = Result<T, ServiceFailure>>,
-{
-    let request = match request.into_result() {
-        Ok(request) => request,
-        Err(reason) => {
-            answer(
-                reply,
-                Err(UserError::Invalid(FieldErrors::single("request", reason))),
-            );
-            return Ok(());
-        }
-    };
-    match run(request).await {
-        Ok(value) => answer(reply, Ok(value)),
-        Err(ServiceFailure::Rejected(no)) => answer(reply, Err(no)),
-        Err(ServiceFailure::Infrastructure(e)) => {
-            drop(reply);
-            return Err(e.into());
-        }
-    }
-    Ok(())
 }
