@@ -10,19 +10,23 @@
 //! - [`outbox`]: events written with the state change, delivered in order to
 //!   durable subscribers until acknowledged.
 //! - [`auth`]: signing and verifying access tokens.
-//! - [`users`]: the user service and its handle [`Users`](users::Users).
+//! - [`users`], [`products`], [`inventory`]: the services and their handles.
 //!
 //! Invariant: a handler's `Err` means broken infrastructure (the actor crashes and
 //! is restarted); every business "no" travels back in the reply.
 
 pub mod auth;
 pub mod call;
+pub mod inventory;
 pub mod outbox;
+pub mod products;
 pub mod services;
 pub mod supervisor;
 pub mod users;
 pub mod wire;
 
 pub use call::CallError;
+pub use inventory::Inventory;
+pub use products::Products;
 pub use services::{Hosted, ServiceDeps};
 pub use users::Users;

@@ -10,7 +10,11 @@ use mart_schema::Service;
 use ractor::{Actor, ActorRef};
 
 use crate::auth::TokenKeys;
+use crate::inventory::{
+    CATALOG_SUBSCRIBER, CatalogSubscriber, InventoryFront, ROUTER, StockRouter,
+};
 use crate::outbox::{Dispatcher, DispatcherArgs, dispatcher_name};
+use crate::products::{ProductRules, ProductsWorker};
 use crate::supervisor::{ChildSpec, Supervisor, SupervisorMsg};
 use crate::users::{UserRules, worker::UsersWorker};
 
@@ -112,21 +116,69 @@ fn service_children(service: Service, pool: Pool, keys: Arc<TokenKeys>) -> Vec<C
         }
     })];
     match service {
+        Service::Products => {
+            let rules = ProductRules::new(pool);
+            for i in 0..WORKERS {
+                let rules = rules.clone();
+                children.push(ChildSpec::new(format!("worker-{i}"), move |parent| {
+                    let rules = rules.clone();
+                    async move { spawn(ProductsWorker, rules, parent).await }
+                }));
+            }
+        }
+        Service::Inventory => {
+            let router_pool = pool.clone();
+            children.push(ChildSpec::new("router", move |parent| {
+                let pool = router_pool.clone();
+                async move {
+                    Actor::spawn_linked(Some(ROUTER.into()), StockRouter, pool, parent)
+                        .await
+                        .map(|(actor, _)| actor.get_cell())
+                        .map_err(|e| e.to_string())
+                }
+            }));
+            let front_pool = pool.clone();
+            children.push(ChildSpec::new("front", move |parent| {
+                let pool = front_pool.clone();
+                async move { spawn(InventoryFront, pool, parent).await }
+            }));
+            children.push(ChildSpec::new("catalog", move |parent| {
+                let pool = pool.clone();
+                async move {
+                    Actor::spawn_linked(
+                        Some(CATALOG_SUBSCRIBER.into()),
+                        CatalogSubscriber,
+                        pool,
+                        parent,
+                    )
+                    .await
+                    .map(|(actor, _)| actor.get_cell())
+                    .map_err(|e| e.to_string())
+                }
+            }));
+        }
         Service::Users => {
             let rules = UserRules::new(pool, keys);
             for i in 0..WORKERS {
                 let rules = rules.clone();
                 children.push(ChildSpec::new(format!("worker-{i}"), move |parent| {
                     let rules = rules.clone();
-                    async move {
-                        Actor::spawn_linked(None, UsersWorker, rules, parent)
-                            .await
-                            .map(|(actor, _)| actor.get_cell())
-                            .map_err(|e| e.to_string())
-                    }
+                    async move { spawn(UsersWorker, rules, parent).await }
                 }));
             }
         }
     }
     children
+}
+
+/// Spawns an unnamed child linked to `parent`.
+async fn spawn<A: Actor>(
+    actor: A,
+    args: A::Arguments,
+    parent: ractor::ActorCell,
+) -> Result<ractor::ActorCell, String> {
+    Actor::spawn_linked(None, actor, args, parent)
+        .await
+        .map(|(actor, _)| actor.get_cell())
+        .map_err(|e| e.to_string())
 }

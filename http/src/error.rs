@@ -6,6 +6,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mart_actors::CallError;
 use mart_schema::FieldErrors;
+use mart_schema::inventory::InventoryError;
+use mart_schema::product::ProductError;
 use mart_schema::user::UserError;
 use serde::Serialize;
 
@@ -172,6 +174,45 @@ impl From<UserError> for ApiError {
                 "forbidden",
                 "you are not allowed to do this",
             ),
+        }
+    }
+}
+
+fn forbidden() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "you are not allowed to do this",
+    )
+}
+
+impl From<ProductError> for ApiError {
+    fn from(e: ProductError) -> Self {
+        match e {
+            ProductError::Invalid(errors) => ApiError::invalid(errors),
+            ProductError::NotFound => ApiError::not_found("no such product"),
+            ProductError::Forbidden => forbidden(),
+        }
+    }
+}
+
+impl From<InventoryError> for ApiError {
+    fn from(e: InventoryError) -> Self {
+        let detail = e.to_string();
+        match e {
+            InventoryError::Invalid(errors) => ApiError::invalid(errors),
+            InventoryError::UnknownProduct(_) | InventoryError::NoReservation(_) => {
+                ApiError::not_found(detail)
+            }
+            InventoryError::InsufficientStock { product_id, .. } => ApiError {
+                errors: Some(FieldErrors::single(
+                    &format!("product:{product_id}"),
+                    "insufficient stock",
+                )),
+                ..ApiError::new(StatusCode::CONFLICT, "insufficient-stock", detail)
+            },
+            InventoryError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", detail),
+            InventoryError::Forbidden => forbidden(),
         }
     }
 }

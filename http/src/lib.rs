@@ -3,13 +3,15 @@
 //! - [`router`] builds the whole app: routes, OpenAPI document, and the layers
 //!   every request goes through (request id, tracing span, body limit, panic
 //!   guard, trailing-slash tolerance).
-//! - `users`, `health`: routes per area.
+//! - `users`, `products`, `inventory`, `health`: routes per area.
 //! - [`error`]: `ApiError`, rendered as RFC 9457 problem documents.
 //! - [`extract`]: body/query/bearer extractors whose rejections are problems.
 
 pub mod error;
 pub mod extract;
 mod health;
+mod inventory;
+mod products;
 mod users;
 
 use std::sync::Arc;
@@ -20,8 +22,8 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, StatusCode};
 use axum::response::IntoResponse;
 use futures::future::BoxFuture;
-use mart_actors::Users;
 use mart_actors::auth::TokenKeys;
+use mart_actors::{Inventory, Products, Users};
 use tower::Layer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
@@ -44,6 +46,8 @@ pub type Readiness = Arc<dyn Fn() -> BoxFuture<'static, (bool, serde_json::Value
 #[derive(Clone)]
 pub struct AppState {
     pub users: Users,
+    pub products: Products,
+    pub inventory: Inventory,
     pub keys: Arc<TokenKeys>,
     pub readiness: Readiness,
 }
@@ -82,6 +86,8 @@ impl utoipa::Modify for BearerAuth {
 pub fn router(state: AppState) -> NormalizePath<Router> {
     let (routes, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(users::routes())
+        .merge(products::routes())
+        .merge(inventory::routes())
         .merge(health::routes())
         .split_for_parts();
     let api = Arc::new(api);

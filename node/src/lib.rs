@@ -16,7 +16,7 @@ use anyhow::Context;
 use deadpool_postgres::Pool;
 use mart_actors::auth::TokenKeys;
 use mart_actors::users::{AdminOutcome, UserRules};
-use mart_actors::{Hosted, ServiceDeps, Users};
+use mart_actors::{Hosted, Inventory, Products, ServiceDeps, Users};
 use mart_schema::Service;
 use mart_schema::db::{self, Durability, EmbeddedPostgres};
 
@@ -221,25 +221,38 @@ async fn serve(opts: NodeOptions) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
     if let Some(addr) = opts.http_addr.0 {
         let users = Users::new(opts.call_timeout);
+        let products = Products::new(opts.call_timeout);
+        let inventory = Inventory::new(opts.call_timeout);
         let readiness: mart_http::Readiness = {
-            let (hosted, users) = (hosted.clone(), users.clone());
+            let hosted = hosted.clone();
+            let (users, products, inventory) = (users.clone(), products.clone(), inventory.clone());
             Arc::new(move || {
-                let (hosted, users) = (hosted.clone(), users.clone());
+                let hosted = hosted.clone();
+                let reachable = serde_json::json!({
+                    "users": users.is_reachable(),
+                    "products": products.is_reachable(),
+                    "inventory": inventory.is_reachable(),
+                });
                 Box::pin(async move {
                     let services = hosted.health().await;
                     let hosted_ok = services.iter().all(|s| s.database && s.joined);
-                    let users_reachable = users.is_reachable();
+                    let all_reachable = reachable
+                        .as_object()
+                        .is_some_and(|m| m.values().all(|v| v.as_bool() == Some(true)));
+                    let ok = hosted_ok && all_reachable;
                     let report = serde_json::json!({
-                        "status": if hosted_ok && users_reachable { "ready" } else { "not ready" },
+                        "status": if ok { "ready" } else { "not ready" },
                         "hosted": services,
-                        "reachable": { "users": users_reachable },
+                        "reachable": reachable,
                     });
-                    (hosted_ok && users_reachable, report)
+                    (ok, report)
                 })
             })
         };
         let app = mart_http::router(mart_http::AppState {
             users,
+            products,
+            inventory,
             keys,
             readiness,
         });

@@ -62,6 +62,14 @@ pub fn migrations(service: Service) -> Result<Vec<Migration>, DbError> {
             "V2__users",
             include_str!("../migrations/users/V2__users.sql"),
         )],
+        Service::Products => &[(
+            "V2__products",
+            include_str!("../migrations/products/V2__products.sql"),
+        )],
+        Service::Inventory => &[(
+            "V2__inventory",
+            include_str!("../migrations/inventory/V2__inventory.sql"),
+        )],
     };
     let mut all = vec![
         Migration::unapplied("V1__outbox", &OUTBOX_TEMPLATE.replace("{schema}", schema))

@@ -53,3 +53,11 @@ typed_id!(
     /// subscribers deduplicate on it.
     EventId
 );
+typed_id!(
+    /// A catalog product; its stock record has the same id.
+    ProductId
+);
+typed_id!(
+    /// An order; reservations are keyed by it.
+    OrderId
+);

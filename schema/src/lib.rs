@@ -3,7 +3,8 @@
 //! - [`ids`]: typed UUID v7 identifiers (`UserId`, `EventId`).
 //! - [`money`]: `Money` (i64 minor units) and `Currency` (ISO 4217).
 //! - [`service`]: the services a node can host and the names they go by.
-//! - [`user`]: requests, replies, events and errors of the user service.
+//! - [`user`], [`product`], [`inventory`]: requests, replies, events and errors
+//!   of each service.
 //! - [`event`]: the envelope every domain event travels in.
 //! - [`page`]: keyset pagination (`{items, next_cursor}`).
 //! - [`problem`]: field-level validation errors.
@@ -13,14 +14,16 @@
 pub mod db;
 pub mod event;
 pub mod ids;
+pub mod inventory;
 pub mod money;
 pub mod page;
 pub mod problem;
+pub mod product;
 pub mod service;
 pub mod user;
 
 pub use event::EventEnvelope;
-pub use ids::{EventId, UserId};
+pub use ids::{EventId, OrderId, ProductId, UserId};
 pub use money::{Currency, Money};
 pub use page::{Page, PageRequest};
 pub use problem::FieldErrors;

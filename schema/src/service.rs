@@ -7,16 +7,20 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "snake_case")]
 pub enum Service {
     Users,
+    Products,
+    Inventory,
 }
 
 impl Service {
     /// Every service, in start-up order.
-    pub const ALL: &'static [Service] = &[Service::Users];
+    pub const ALL: &'static [Service] = &[Service::Users, Service::Products, Service::Inventory];
 
     /// The name used in `--services`, logs and event sources.
     pub fn name(self) -> &'static str {
         match self {
             Service::Users => "users",
+            Service::Products => "products",
+            Service::Inventory => "inventory",
         }
     }
 

@@ -1,0 +1,133 @@
+//! Stock levels and (for operators) reservations: `/inventory/{product_id}`,
+//! `/inventory/reservations`. Admin only.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use mart_schema::OrderId;
+use mart_schema::inventory::{Reservation, ReserveRequest, StockLevels, StockPatch};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AppState;
+use crate::error::{ApiError, Problem};
+use crate::extract::{Auth, Body};
+use crate::products::product_id;
+
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_levels, change_levels))
+        .routes(routes!(reserve))
+        .routes(routes!(get_reservation))
+        .routes(routes!(commit_reservation))
+        .routes(routes!(release_reservation))
+}
+
+/// A product's stock: on hand, reserved, available.
+#[utoipa::path(get, path = "/inventory/{product_id}", tag = "inventory", security(("bearer" = [])),
+    params(("product_id" = String, Path, description = "product id")),
+    responses((status = 200, body = StockLevels), (status = 404, body = Problem)))]
+async fn get_levels(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<StockLevels>, ApiError> {
+    Ok(Json(
+        state
+            .inventory
+            .levels(Some(caller), product_id(&id)?)
+            .await?,
+    ))
+}
+
+/// Adjust stock by `{"adjust": n, "reason": "..."}` or set `{"on_hand": n}`.
+/// Going below what is reserved (or below 0) is a 409.
+#[utoipa::path(patch, path = "/inventory/{product_id}", tag = "inventory", security(("bearer" = [])),
+    params(("product_id" = String, Path, description = "product id")),
+    request_body = StockPatch,
+    responses((status = 200, body = StockLevels), (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn change_levels(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    Body(patch): Body<StockPatch>,
+) -> Result<Json<StockLevels>, ApiError> {
+    let product = product_id(&id)?;
+    let change = patch.change().map_err(ApiError::invalid)?;
+    Ok(Json(
+        state
+            .inventory
+            .change(Some(caller), product, change)
+            .await?,
+    ))
+}
+
+/// Hold stock for an order: every line or none; idempotent by `order_id`.
+#[utoipa::path(post, path = "/inventory/reservations", tag = "inventory", security(("bearer" = [])),
+    request_body = ReserveRequest,
+    responses((status = 201, body = Reservation), (status = 409, description = "insufficient stock", body = Problem)))]
+async fn reserve(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Body(request): Body<ReserveRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let reservation = state.inventory.reserve(Some(caller), request).await?;
+    Ok((StatusCode::CREATED, Json(reservation)))
+}
+
+/// A reservation and its lines.
+#[utoipa::path(get, path = "/inventory/reservations/{order_id}", tag = "inventory", security(("bearer" = [])),
+    params(("order_id" = String, Path, description = "order id")),
+    responses((status = 200, body = Reservation), (status = 404, body = Problem)))]
+async fn get_reservation(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(order): Path<String>,
+) -> Result<Json<Reservation>, ApiError> {
+    Ok(Json(
+        state
+            .inventory
+            .reservation(Some(caller), order_id(&order)?)
+            .await?,
+    ))
+}
+
+/// Turn a reservation into a sale.
+#[utoipa::path(post, path = "/inventory/reservations/{order_id}/commit", tag = "inventory", security(("bearer" = [])),
+    params(("order_id" = String, Path, description = "order id")),
+    responses((status = 200, body = Reservation), (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn commit_reservation(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(order): Path<String>,
+) -> Result<Json<Reservation>, ApiError> {
+    Ok(Json(
+        state
+            .inventory
+            .commit(Some(caller), order_id(&order)?)
+            .await?,
+    ))
+}
+
+/// Give reserved stock back.
+#[utoipa::path(post, path = "/inventory/reservations/{order_id}/release", tag = "inventory", security(("bearer" = [])),
+    params(("order_id" = String, Path, description = "order id")),
+    responses((status = 200, body = Reservation), (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn release_reservation(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(order): Path<String>,
+) -> Result<Json<Reservation>, ApiError> {
+    Ok(Json(
+        state
+            .inventory
+            .release(Some(caller), order_id(&order)?)
+            .await?,
+    ))
+}
+
+fn order_id(raw: &str) -> Result<OrderId, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::not_found("no such reservation"))
+}

@@ -1,0 +1,93 @@
+//! The catalog's paths (the seed's, kept): `/products`, `/products/{id}`.
+//! Browsing needs no token; changes need an admin.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use mart_schema::product::{NewProduct, Product, ProductPatch, ProductQuery};
+use mart_schema::{Page, ProductId};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AppState;
+use crate::error::{ApiError, Problem};
+use crate::extract::{Auth, Body, Query};
+
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_products, create_product))
+        .routes(routes!(get_product, update_product, delete_product))
+}
+
+/// Add a product (admin). `price` is in minor units (1999 = 19.99).
+#[utoipa::path(post, path = "/products", tag = "products", security(("bearer" = [])),
+    request_body = NewProduct,
+    responses((status = 201, body = Product), (status = 403, body = Problem), (status = 422, body = Problem)))]
+async fn create_product(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Body(product): Body<NewProduct>,
+) -> Result<impl IntoResponse, ApiError> {
+    let product = state.products.create(caller, product).await?;
+    Ok((StatusCode::CREATED, Json(product)))
+}
+
+/// Browse the catalog: full-text `q`, price range, `sort`, keyset pages.
+#[utoipa::path(get, path = "/products", tag = "products", params(ProductQuery),
+    responses((status = 200, body = Page<Product>), (status = 422, body = Problem)))]
+async fn list_products(
+    State(state): State<AppState>,
+    Query(query): Query<ProductQuery>,
+) -> Result<Json<Page<Product>>, ApiError> {
+    Ok(Json(state.products.list(query).await?))
+}
+
+/// One product.
+#[utoipa::path(get, path = "/products/{id}", tag = "products",
+    params(("id" = String, Path, description = "product id")),
+    responses((status = 200, body = Product), (status = 404, body = Problem)))]
+async fn get_product(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Product>, ApiError> {
+    Ok(Json(state.products.get(product_id(&id)?).await?))
+}
+
+/// Change a product (admin); only the fields present change.
+#[utoipa::path(patch, path = "/products/{id}", tag = "products", security(("bearer" = [])),
+    params(("id" = String, Path, description = "product id")),
+    request_body = ProductPatch,
+    responses((status = 200, body = Product), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn update_product(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    Body(patch): Body<ProductPatch>,
+) -> Result<Json<Product>, ApiError> {
+    Ok(Json(
+        state
+            .products
+            .update(caller, product_id(&id)?, patch)
+            .await?,
+    ))
+}
+
+/// Archive a product (admin): gone from the catalog, kept in past orders.
+#[utoipa::path(delete, path = "/products/{id}", tag = "products", security(("bearer" = [])),
+    params(("id" = String, Path, description = "product id")),
+    responses((status = 204), (status = 404, body = Problem)))]
+async fn delete_product(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.products.delete(caller, product_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A malformed id names no product: 404, like an unknown one.
+pub(crate) fn product_id(raw: &str) -> Result<ProductId, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::not_found("no such product"))
+}
