@@ -130,7 +130,12 @@ impl RouterState {
         product_id: ProductId,
     ) -> Result<ActorRef<StockMsg>, String> {
         if let Some(actor) = self.actors.get(&product_id) {
-            return Ok(actor.clone());
+            // One that is stopping (idle, or no record) is replaced right away,
+            // without waiting for its termination notice.
+            if matches!(actor.get_status(), ractor::ActorStatus::Running | ractor::ActorStatus::Starting) {
+                return Ok(actor.clone());
+            }
+            self.actors.remove(&product_id);
         }
         let args = StockArgs {
             product_id,

@@ -168,6 +168,7 @@ impl Actor for StockActor {
             StockMsg::Op(op, reply) => state.enqueue(&myself, op, reply),
             StockMsg::Levels(reply) => {
                 let _ = reply.send(state.view());
+                state.stop_if_unknown(&myself);
             }
             StockMsg::ExpireDue => {
                 let now = OffsetDateTime::now_utc();
@@ -224,6 +225,14 @@ impl StockState {
         }
     }
 
+    /// Without a stock record there is nothing to own; stopping means the next
+    /// request loads again and sees a record created since.
+    fn stop_if_unknown(&self, myself: &ActorRef<StockMsg>) {
+        if self.levels.is_none() {
+            myself.stop(Some("no stock record".into()));
+        }
+    }
+
     fn view(&self) -> Result<StockLevels, InventoryError> {
         let levels = self
             .levels
@@ -257,6 +266,7 @@ impl StockState {
                     let _ = reply.send(Err(InventoryError::UnknownProduct(product_id)));
                 }
             }
+            self.stop_if_unknown(myself);
             return Ok(());
         };
 
