@@ -3,19 +3,21 @@
 //!
 //! - [`Outbox::append`] adds events inside the caller's transaction.
 //! - [`Dispatcher`] (one per hosted service) reads events past each subscriber's
-//!   cursor and delivers them in `seq` order to a live member of that subscriber,
-//!   anywhere in the cluster; the cursor moves only on acknowledgement.
+//!   cursors (one per outbox partition) and delivers them, in `seq` order within
+//!   each partition, to a live member of that subscriber anywhere in the cluster;
+//!   cursors move only on acknowledgement.
 //! - A subscriber is any actor taking [`SubscriberMsg`], registered under a name
 //!   (its durable subscription id) and joined to the source's subscriber group.
 //!   It deduplicates by `event_id`: delivery is at-least-once.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
 use deadpool_postgres::Transaction;
-use mart_schema::event::DomainEvent;
+use mart_schema::event::{DomainEvent, OUTBOX_PARTITIONS, partition_of};
 use mart_schema::{EventEnvelope, EventId, Service};
+use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 use time::OffsetDateTime;
@@ -44,23 +46,26 @@ impl Outbox {
         let schema = service.schema();
         Self {
             service,
-            claim: format!("update {schema}.outbox_head set seq = seq + $1 returning seq"),
+            claim: format!(
+                "update {schema}.outbox_head set seq = seq + $2 where partition = $1 returning seq"
+            ),
             insert: format!(
                 "insert into {schema}.outbox \
-                 (seq, event_id, event_type, aggregate_id, aggregate_seq, data) \
-                 select e.seq, e.event_id, e.event_type, e.aggregate_id, \
+                 (partition, seq, event_id, event_type, aggregate_id, aggregate_seq, data) \
+                 select e.partition, e.seq, e.event_id, e.event_type, e.aggregate_id, \
                    coalesce((select max(o.aggregate_seq) from {schema}.outbox o \
                              where o.aggregate_id = e.aggregate_id), 0) \
                    + row_number() over (partition by e.aggregate_id order by e.seq), \
                    e.data \
-                 from unnest($1::bigint[], $2::uuid[], $3::text[], $4::uuid[], $5::jsonb[]) \
-                   as e(seq, event_id, event_type, aggregate_id, data)"
+                 from unnest($1::smallint[], $2::bigint[], $3::uuid[], $4::text[], $5::uuid[], $6::jsonb[]) \
+                   as e(partition, seq, event_id, event_type, aggregate_id, data)"
             ),
         }
     }
 
     /// Appends `events` inside `tx`. Call it last, right before commit: it locks
-    /// the outbox head until commit, which is what keeps `seq` in commit order.
+    /// the partitions' heads until commit, which is what keeps each partition's
+    /// `seq` in commit order.
     pub async fn append<E: DomainEvent>(
         &self,
         tx: &Transaction<'_>,
@@ -69,12 +74,31 @@ impl Outbox {
         if events.is_empty() {
             return Ok(());
         }
-        let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
-        let head: i64 = tx.query_one(&self.claim, &[&count]).await?.get(0);
+        let partitions: Vec<i16> = events
+            .iter()
+            .map(|e| partition_of(e.aggregate_id()))
+            .collect();
+        let mut counts: BTreeMap<i16, i64> = BTreeMap::new();
+        for p in &partitions {
+            *counts.entry(*p).or_default() += 1;
+        }
+        // Heads are locked in partition order, so two writers never deadlock.
+        let mut next: BTreeMap<i16, i64> = BTreeMap::new();
+        for (&partition, &count) in &counts {
+            let head: i64 = tx
+                .query_one(&self.claim, &[&partition, &count])
+                .await?
+                .get(0);
+            next.insert(partition, head - count + 1);
+        }
+        let mut seqs = Vec::with_capacity(events.len());
+        for p in &partitions {
+            let slot = next.entry(*p).or_default();
+            seqs.push(*slot);
+            *slot += 1;
+        }
         // One statement for the whole batch: a product actor may append hundreds
         // of events in one transaction.
-        let first = head - count + 1;
-        let seqs: Vec<i64> = (first..=head).collect();
         let ids: Vec<uuid::Uuid> = events.iter().map(|_| EventId::new().0).collect();
         let types: Vec<&str> = events.iter().map(|e| e.event_type()).collect();
         let aggregates: Vec<uuid::Uuid> = events.iter().map(|e| e.aggregate_id()).collect();
@@ -83,8 +107,11 @@ impl Outbox {
             .map(|e| serde_json::to_value(e).unwrap_or(serde_json::Value::Null))
             .collect();
         let insert = tx.prepare_cached(&self.insert).await?;
-        tx.execute(&insert, &[&seqs, &ids, &types, &aggregates, &data])
-            .await?;
+        tx.execute(
+            &insert,
+            &[&partitions, &seqs, &ids, &types, &aggregates, &data],
+        )
+        .await?;
         Ok(())
     }
 
@@ -104,8 +131,8 @@ pub fn dispatcher_name(service: Service) -> String {
 /// What a subscriber receives.
 #[derive(Debug, RactorClusterMessage)]
 pub enum SubscriberMsg {
-    /// Events in `seq` order. The answer is the highest `seq` now handled durably;
-    /// anything above it is delivered again.
+    /// Events, each aggregate's in order. The answer is how many of them, from
+    /// the first, are now handled durably; the rest are delivered again.
     #[rpc]
     Deliver(
         Wire<Vec<EventEnvelope>>,
@@ -152,7 +179,7 @@ pub struct DispatcherState {
 #[derive(Debug)]
 struct Sql {
     register: String,
-    cursors: String,
+    subscribers: String,
     pending: String,
     advance: String,
 }
@@ -172,17 +199,24 @@ impl Actor for Dispatcher {
         Ok(DispatcherState {
             sql: Sql {
                 register: format!(
-                    "insert into {schema}.outbox_cursors (subscriber) values ($1) on conflict do nothing"
+                    "insert into {schema}.outbox_cursors (subscriber, partition) \
+                     select $1, p from generate_series(0, {}) as p on conflict do nothing",
+                    OUTBOX_PARTITIONS - 1
                 ),
-                cursors: format!("select subscriber, delivered_seq from {schema}.outbox_cursors"),
+                subscribers: format!("select distinct subscriber from {schema}.outbox_cursors"),
                 pending: format!(
-                    "select seq, event_id, event_type, aggregate_id, aggregate_seq, data, occurred_at \
-                     from {schema}.outbox where seq > $1 order by seq limit {BATCH}"
+                    "select o.partition, o.seq, o.event_id, o.event_type, o.aggregate_id, o.aggregate_seq, \
+                       o.data, o.occurred_at \
+                     from {schema}.outbox o join {schema}.outbox_cursors c \
+                       on c.partition = o.partition and c.subscriber = $1 \
+                     where o.seq > c.delivered_seq \
+                     order by o.seq, o.partition limit {BATCH}"
                 ),
                 advance: format!(
-                    "update {schema}.outbox_cursors \
-                     set delivered_seq = greatest(delivered_seq, $2), updated_at = now() \
-                     where subscriber = $1"
+                    "update {schema}.outbox_cursors c \
+                     set delivered_seq = greatest(c.delivered_seq, u.seq), updated_at = now() \
+                     from unnest($2::smallint[], $3::bigint[]) as u(partition, seq) \
+                     where c.subscriber = $1 and c.partition = u.partition"
                 ),
             },
             args,
@@ -209,7 +243,7 @@ impl DispatcherState {
     async fn dispatch(&mut self) -> Result<(), String> {
         let members = live_subscribers(self.args.service);
         let client = self.args.pool.get().await.map_err(|e| e.to_string())?;
-        // Any subscriber seen once gets a durable cursor: from then on nothing is
+        // Any subscriber seen once gets durable cursors: from then on nothing is
         // lost while it is down. A new one starts from the first event.
         for name in members.keys() {
             client
@@ -217,24 +251,23 @@ impl DispatcherState {
                 .await
                 .map_err(|e| e.to_string())?;
         }
-        let cursors = client
-            .query(&self.sql.cursors, &[])
+        let subscribers = client
+            .query(&self.sql.subscribers, &[])
             .await
             .map_err(|e| e.to_string())?;
+        drop(client);
         let now = Instant::now();
         let mut due = Vec::new();
-        for row in cursors {
+        for row in subscribers {
             let name: String = row.get(0);
-            let delivered: i64 = row.get(1);
             let ready = self.backoff.get(&name).is_none_or(|(at, _)| *at <= now);
             if let (true, Some(member)) = (ready, members.get(&name)) {
-                due.push((name, delivered, member.clone()));
+                due.push((name, member.clone()));
             }
         }
-        drop(client);
         let results = futures::future::join_all(
             due.into_iter()
-                .map(|(name, delivered, member)| self.deliver(name, delivered, member)),
+                .map(|(name, member)| self.deliver(name, member)),
         )
         .await;
         for (name, outcome) in results {
@@ -255,53 +288,58 @@ impl DispatcherState {
         Ok(())
     }
 
-    /// Delivers everything past `delivered` to `member`, batch by batch.
+    /// Delivers everything past the subscriber's cursors to `member`, batch by batch.
     async fn deliver(
         &self,
         name: String,
-        mut delivered: i64,
         member: ActorRef<SubscriberMsg>,
     ) -> (String, Result<(), String>) {
         loop {
-            let batch = match self.pending(delivered).await {
+            let batch = match self.pending(&name).await {
                 Ok(batch) => batch,
                 Err(e) => return (name, Err(e)),
             };
-            let Some(last) = batch.last().map(|e| e.seq) else {
+            if batch.is_empty() {
                 return (name, Ok(()));
-            };
-            let full = i64::try_from(batch.len()).unwrap_or(0) == BATCH;
-            let acked = match member
+            }
+            let sent = batch.len();
+            let full = i64::try_from(sent).unwrap_or(0) == BATCH;
+            let heads: Vec<(i16, i64)> = batch.iter().map(|e| (e.partition, e.seq)).collect();
+            let handled = match member
                 .call(
                     |reply| SubscriberMsg::Deliver(Wire::Value(batch), reply),
                     Some(ACK_TIMEOUT),
                 )
                 .await
             {
-                Ok(ractor::rpc::CallResult::Success(Wire::Value(Ok(acked)))) => acked.min(last),
-                Ok(ractor::rpc::CallResult::Success(Wire::Value(Err(e)))) => {
+                Ok(CallResult::Success(Wire::Value(Ok(count)))) => {
+                    usize::try_from(count).unwrap_or(0).min(sent)
+                }
+                Ok(CallResult::Success(Wire::Value(Err(e)))) => {
                     return (name, Err(format!("subscriber refused: {e}")));
                 }
-                Ok(ractor::rpc::CallResult::Success(Wire::Malformed(e))) => {
+                Ok(CallResult::Success(Wire::Malformed(e))) => {
                     return (name, Err(format!("malformed acknowledgement: {e}")));
                 }
-                Ok(ractor::rpc::CallResult::Timeout) => {
-                    return (name, Err("no acknowledgement in time".into()));
-                }
-                Ok(ractor::rpc::CallResult::SenderError) | Err(_) => {
+                Ok(CallResult::Timeout) => return (name, Err("no acknowledgement in time".into())),
+                Ok(CallResult::SenderError) | Err(_) => {
                     return (name, Err("subscriber went away".into()));
                 }
             };
-            if acked > delivered {
-                if let Err(e) = self.advance(&name, acked).await {
+            if handled > 0 {
+                let mut upto: BTreeMap<i16, i64> = BTreeMap::new();
+                for (partition, seq) in &heads[..handled] {
+                    let slot = upto.entry(*partition).or_default();
+                    *slot = (*slot).max(*seq);
+                }
+                if let Err(e) = self.advance(&name, upto).await {
                     return (name, Err(e));
                 }
-                delivered = acked;
             }
-            if acked < last {
+            if handled < sent {
                 return (
                     name,
-                    Err(format!("acknowledged only up to {acked} of {last}")),
+                    Err(format!("acknowledged only {handled} of {sent} events")),
                 );
             }
             if !full {
@@ -310,31 +348,34 @@ impl DispatcherState {
         }
     }
 
-    async fn pending(&self, after: i64) -> Result<Vec<EventEnvelope>, String> {
+    async fn pending(&self, subscriber: &str) -> Result<Vec<EventEnvelope>, String> {
         let client = self.args.pool.get().await.map_err(|e| e.to_string())?;
         let rows = client
-            .query(&self.sql.pending, &[&after])
+            .query(&self.sql.pending, &[&subscriber])
             .await
             .map_err(|e| e.to_string())?;
         Ok(rows
             .iter()
             .map(|row| EventEnvelope {
-                seq: row.get(0),
-                event_id: row.get(1),
-                event_type: row.get(2),
-                aggregate_id: row.get(3),
-                aggregate_seq: row.get(4),
-                data: row.get(5),
-                occurred_at: row.get::<_, OffsetDateTime>(6),
+                partition: row.get(0),
+                seq: row.get(1),
+                event_id: row.get(2),
+                event_type: row.get(3),
+                aggregate_id: row.get(4),
+                aggregate_seq: row.get(5),
+                data: row.get(6),
+                occurred_at: row.get::<_, OffsetDateTime>(7),
                 source: self.args.service,
             })
             .collect())
     }
 
-    async fn advance(&self, name: &str, to: i64) -> Result<(), String> {
+    async fn advance(&self, name: &str, upto: BTreeMap<i16, i64>) -> Result<(), String> {
+        let partitions: Vec<i16> = upto.keys().copied().collect();
+        let seqs: Vec<i64> = upto.values().copied().collect();
         let client = self.args.pool.get().await.map_err(|e| e.to_string())?;
         client
-            .execute(&self.sql.advance, &[&name, &to])
+            .execute(&self.sql.advance, &[&name, &partitions, &seqs])
             .await
             .map_err(|e| e.to_string())?;
         Ok(())

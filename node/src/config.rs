@@ -26,6 +26,9 @@ pub enum Command {
     Serve,
     /// Apply pending database migrations of the hosted services, then exit.
     Migrate,
+    /// Measure reservation throughput against the plain conditional UPDATE
+    /// (uses a scratch database on the configured or embedded server).
+    Bench(crate::bench::BenchOptions),
     /// Administer accounts.
     Admin {
         #[command(subcommand)]

@@ -3,8 +3,10 @@
 //! - [`config`]: clap options (every one also a `MART_*` variable).
 //! - [`cluster`]: the `ractor_cluster` listener and the peer keeper.
 //! - [`telemetry`]: tracing subscriber.
-//! - [`run`]: `serve`, `migrate` and `admin create`, used by `main`.
+//! - [`bench`]: `mart bench`, the inventory throughput benchmark.
+//! - [`run`]: `serve`, `migrate`, `bench` and `admin create`, used by `main`.
 
+pub mod bench;
 pub mod cluster;
 pub mod config;
 pub mod telemetry;
@@ -32,6 +34,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let dbs = Databases::open(&opts, &opts.services.0).await?;
             dbs.close();
             Ok(())
+        }
+        Command::Bench(options) => {
+            let (url, embedded) = match opts.database_url(Service::Inventory) {
+                Some(url) => (url, None),
+                None => {
+                    let pg = start_embedded(&opts).await?;
+                    (pg.url("postgres"), Some(pg))
+                }
+            };
+            let outcome = bench::run(&url, &options).await;
+            if let Some(pg) = embedded {
+                pg.stop();
+            }
+            outcome
         }
         Command::Admin {
             action: AdminAction::Create { email, .. },

@@ -8,9 +8,7 @@ use std::time::{Duration, Instant};
 use mart_schema::db::testing::TestDb;
 use reqwest::StatusCode;
 use serde_json::Value;
-use support::{Api, Node, NodeSpec, free_port, problem};
-
-const COOKIE: &str = "cluster test cookie";
+use support::{Api, COOKIE, Node, NodeSpec, free_port, problem};
 
 fn users_node(db: &TestDb, port: u16) -> NodeSpec {
     NodeSpec {

@@ -19,7 +19,9 @@ pub struct EventEnvelope {
     pub aggregate_id: uuid::Uuid,
     /// Per aggregate, gap-free, from 1.
     pub aggregate_seq: i64,
-    /// Per service, gap-free, in commit order.
+    /// The outbox partition (a function of the aggregate id).
+    pub partition: i16,
+    /// Per partition, gap-free, in commit order.
     pub seq: i64,
     #[serde(with = "time::serde::rfc3339")]
     pub occurred_at: OffsetDateTime,
@@ -32,4 +34,20 @@ pub trait DomainEvent: Serialize {
     fn event_type(&self) -> &'static str;
     /// The entity the event is about.
     fn aggregate_id(&self) -> uuid::Uuid;
+}
+
+/// How many partitions every outbox has (fixed by its migration).
+pub const OUTBOX_PARTITIONS: i16 = 16;
+
+/// The outbox partition of an aggregate: stable, so one aggregate's events stay
+/// in one partition, in order.
+pub fn partition_of(aggregate: uuid::Uuid) -> i16 {
+    // FNV-1a over the bytes: UUID v7 starts with a timestamp, so use them all.
+    let hash = aggregate
+        .as_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    i16::try_from(hash % OUTBOX_PARTITIONS as u64).unwrap_or(0)
 }

@@ -48,7 +48,7 @@ impl Actor for CatalogSubscriber {
         let mut handled = 0;
         for event in &batch {
             match apply(pool, event).await {
-                Ok(()) => handled = event.seq,
+                Ok(()) => handled += 1,
                 Err(e) => {
                     // Acknowledge what is done; the rest comes again.
                     tracing::warn!(event = %event.event_id, error = %e, "catalog event not applied yet");

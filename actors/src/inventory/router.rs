@@ -132,7 +132,10 @@ impl RouterState {
         if let Some(actor) = self.actors.get(&product_id) {
             // One that is stopping (idle, or no record) is replaced right away,
             // without waiting for its termination notice.
-            if matches!(actor.get_status(), ractor::ActorStatus::Running | ractor::ActorStatus::Starting) {
+            if matches!(
+                actor.get_status(),
+                ractor::ActorStatus::Running | ractor::ActorStatus::Starting
+            ) {
                 return Ok(actor.clone());
             }
             self.actors.remove(&product_id);
@@ -142,9 +145,16 @@ impl RouterState {
             pool: self.pool.clone(),
             outbox: self.outbox.clone(),
         };
-        let (actor, _) = Actor::spawn_linked(None, StockActor, args, myself.get_cell())
-            .await
-            .map_err(|e| e.to_string())?;
+        // Loading a product's state takes a few database round trips; do not make
+        // every other product wait for it. Messages queue until it has loaded.
+        let (actor, starting) =
+            ractor::ActorRuntime::spawn_linked_instant(None, StockActor, args, myself.get_cell())
+                .map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            if let Ok(Err(e)) = starting.await {
+                tracing::warn!(%product_id, error = %e, "stock actor could not load");
+            }
+        });
         self.products.insert(actor.get_id(), product_id);
         self.actors.insert(product_id, actor.clone());
         Ok(actor)

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 pub const JWT_SECRET: &str = "a shared test secret of decent length";
 pub const ADMIN_EMAIL: &str = "root@example.test";
 pub const ADMIN_PASSWORD: &str = "admin password";
+pub const COOKIE: &str = "cluster test cookie";
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -1,0 +1,298 @@
+//! `mart bench`: reservation throughput of the inventory service next to what
+//! PostgreSQL sustains for the plain conditional update, measured in the same
+//! run on the same server, in a scratch database that is dropped afterwards.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use mart_actors::auth::TokenKeys;
+use mart_actors::{Hosted, Inventory, ServiceDeps};
+use mart_schema::inventory::{ReservationLine, ReserveRequest};
+use mart_schema::{OrderId, ProductId, Service, db};
+use time::OffsetDateTime;
+
+/// How a bench run is shaped.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchOptions {
+    /// Seconds each scenario runs.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+    /// Callers (and database connections for the plain update) at once.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Products in the spread scenarios.
+    #[arg(long, default_value_t = 10_000)]
+    pub products: usize,
+}
+
+struct Row {
+    scenario: &'static str,
+    ops: u64,
+    elapsed: Duration,
+}
+
+impl Row {
+    fn rate(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// Runs every scenario against the server behind `server_url` (any database on
+/// it; a scratch database is created next to it) and prints the table.
+pub async fn run(server_url: &str, options: &BenchOptions) -> anyhow::Result<()> {
+    let mut config: tokio_postgres::Config = server_url.parse().context("database URL")?;
+    let scratch = format!("mart_bench_{}", uuid::Uuid::new_v4().simple());
+    let (admin, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .context("connecting")?;
+    let connection = tokio::spawn(connection);
+    admin
+        .batch_execute(&format!("create database {scratch}"))
+        .await?;
+    config.dbname(&scratch);
+    let result = scenarios(&config, options).await;
+    let _ = admin
+        .batch_execute(&format!("drop database if exists {scratch} with (force)"))
+        .await;
+    drop(admin);
+    let _ = connection.await;
+    let rows = result?;
+
+    let plain_hot = rows
+        .iter()
+        .find(|r| r.scenario.starts_with("plain UPDATE, one hot"))
+        .map(Row::rate);
+    let plain_spread = rows
+        .iter()
+        .find(|r| r.scenario.starts_with("plain UPDATE, spread"))
+        .map(Row::rate);
+    println!(
+        "\nmart bench: {} s per scenario, {} concurrent callers, {} products in the spread scenarios\n",
+        options.seconds, options.concurrency, options.products
+    );
+    println!("| scenario | operations | seconds | per second | vs plain UPDATE |");
+    println!("|---|---:|---:|---:|---:|");
+    for row in &rows {
+        let baseline = if row.scenario.contains("spread") {
+            plain_spread
+        } else {
+            plain_hot
+        };
+        let ratio = baseline.map_or("".into(), |b| format!("{:.2}x", row.rate() / b));
+        println!(
+            "| {} | {} | {:.1} | {:.0} | {} |",
+            row.scenario,
+            row.ops,
+            row.elapsed.as_secs_f64(),
+            row.rate(),
+            ratio
+        );
+    }
+    Ok(())
+}
+
+async fn scenarios(
+    config: &tokio_postgres::Config,
+    options: &BenchOptions,
+) -> anyhow::Result<Vec<Row>> {
+    let url = url_of(config);
+    let pool = db::pool(&url, options.concurrency.max(4) + 8)?;
+    db::migrate(&pool, Service::Inventory).await?;
+    let client = pool.get().await?;
+    client
+        .batch_execute(
+            "create table plain_stock (id uuid primary key, on_hand bigint not null, reserved bigint not null)",
+        )
+        .await?;
+    let hot = ProductId::new();
+    let spread: Vec<ProductId> = (0..options.products).map(|_| ProductId::new()).collect();
+    let all: Vec<uuid::Uuid> = std::iter::once(hot)
+        .chain(spread.iter().copied())
+        .map(|p| p.0)
+        .collect();
+    // Stock that never runs out during the run: every attempt is a success.
+    for table in [
+        "plain_stock (id, on_hand, reserved)",
+        "inventory.stock (product_id, on_hand, reserved)",
+    ] {
+        client
+            .execute(
+                &format!(
+                    "insert into {table} select id, 1000000000, 0 from unnest($1::uuid[]) as id"
+                ),
+                &[&all],
+            )
+            .await?;
+    }
+    drop(client);
+
+    let duration = Duration::from_secs(options.seconds);
+    let mut rows = Vec::new();
+    rows.push(
+        plain(
+            &pool,
+            "plain UPDATE, one hot product",
+            options.concurrency,
+            duration,
+            move |_| hot,
+        )
+        .await?,
+    );
+    let spread_pick = spread.clone();
+    rows.push(
+        plain(
+            &pool,
+            "plain UPDATE, spread over products",
+            options.concurrency,
+            duration,
+            move |i| spread_pick[i % spread_pick.len()],
+        )
+        .await?,
+    );
+
+    let keys = Arc::new(TokenKeys::new(
+        b"bench only, never used for tokens",
+        Duration::from_secs(60),
+    ));
+    let hosted = Hosted::start(
+        "bench",
+        ServiceDeps {
+            pools: BTreeMap::from([(Service::Inventory, pool.clone())]),
+            keys,
+        },
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
+    let inventory = Inventory::new(Duration::from_secs(30));
+    // Let the group form before calling it.
+    while !inventory.is_reachable() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    rows.push(
+        actors(
+            &inventory,
+            "stock actor reserve, one hot product",
+            options.concurrency,
+            duration,
+            move |_| hot,
+        )
+        .await?,
+    );
+    let spread_pick = spread.clone();
+    rows.push(
+        actors(
+            &inventory,
+            "stock actor reserve, spread over products",
+            options.concurrency,
+            duration,
+            move |i| spread_pick[i % spread_pick.len()],
+        )
+        .await?,
+    );
+    hosted.stop().await;
+    pool.close();
+    Ok(rows)
+}
+
+/// `callers` loops, each issuing one autocommitted conditional update after another.
+async fn plain(
+    pool: &deadpool_postgres::Pool,
+    scenario: &'static str,
+    callers: usize,
+    duration: Duration,
+    pick: impl Fn(usize) -> ProductId + Send + Sync + Clone + 'static,
+) -> anyhow::Result<Row> {
+    let ops = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for caller in 0..callers {
+        let (pool, ops, pick) = (pool.clone(), ops.clone(), pick.clone());
+        tasks.push(tokio::spawn(async move {
+            let client = pool.get().await?;
+            let update = client
+                .prepare("update plain_stock set reserved = reserved + $2 where id = $1 and on_hand - reserved >= $2")
+                .await?;
+            let mut i = caller * 7919;
+            while started.elapsed() < duration {
+                let product = pick(i);
+                i += 1;
+                if client.execute(&update, &[&product.0, &1i64]).await? == 1 {
+                    ops.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(Row {
+        scenario,
+        ops: ops.load(Ordering::Relaxed),
+        elapsed: started.elapsed(),
+    })
+}
+
+/// `callers` loops, each reserving one unit through the inventory service.
+async fn actors(
+    inventory: &Inventory,
+    scenario: &'static str,
+    callers: usize,
+    duration: Duration,
+    pick: impl Fn(usize) -> ProductId + Send + Sync + Clone + 'static,
+) -> anyhow::Result<Row> {
+    let ops = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let expires_at = OffsetDateTime::now_utc() + Duration::from_secs(3600);
+    let mut tasks = Vec::new();
+    for caller in 0..callers {
+        let (inventory, ops, pick) = (inventory.clone(), ops.clone(), pick.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = caller * 7919;
+            while started.elapsed() < duration {
+                let request = ReserveRequest {
+                    order_id: OrderId::new(),
+                    lines: vec![ReservationLine {
+                        product_id: pick(i),
+                        quantity: 1,
+                    }],
+                    expires_at,
+                };
+                i += 1;
+                inventory
+                    .reserve(None, request)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("reserve failed: {e:?}"))?;
+                ops.fetch_add(1, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(Row {
+        scenario,
+        ops: ops.load(Ordering::Relaxed),
+        elapsed: started.elapsed(),
+    })
+}
+
+fn url_of(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        _ => "127.0.0.1".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let user = config.get_user().unwrap_or("postgres");
+    let password = config
+        .get_password()
+        .map(|p| format!(":{}", String::from_utf8_lossy(p)))
+        .unwrap_or_default();
+    let db = config.get_dbname().unwrap_or("postgres");
+    format!("postgresql://{user}{password}@{host}:{port}/{db}")
+}
