@@ -30,6 +30,8 @@ const BATCH: i64 = 200;
 const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the dispatcher looks for work when nobody wakes it.
 const POLL: Duration = Duration::from_millis(500);
+/// Wake-ups closer together than this share one pass.
+const COALESCE: Duration = Duration::from_millis(20);
 /// The longest pause between attempts at an unreachable or failing subscriber.
 const MAX_BACKOFF: Duration = Duration::from_secs(15);
 
@@ -84,11 +86,9 @@ impl Outbox {
         }
         // Heads are locked in partition order, so two writers never deadlock.
         let mut next: BTreeMap<i16, i64> = BTreeMap::new();
+        let claim = tx.prepare_cached(&self.claim).await?;
         for (&partition, &count) in &counts {
-            let head: i64 = tx
-                .query_one(&self.claim, &[&partition, &count])
-                .await?
-                .get(0);
+            let head: i64 = tx.query_one(&claim, &[&partition, &count]).await?.get(0);
             next.insert(partition, head - count + 1);
         }
         let mut seqs = Vec::with_capacity(events.len());
@@ -174,6 +174,8 @@ pub struct DispatcherState {
     sql: Sql,
     /// When each subscriber may be tried again after a failure, and the pause.
     backoff: HashMap<String, (Instant, Duration)>,
+    last_pass: Instant,
+    wake_queued: bool,
 }
 
 #[derive(Debug)]
@@ -221,20 +223,36 @@ impl Actor for Dispatcher {
             },
             args,
             backoff: HashMap::new(),
+            last_pass: Instant::now(),
+            wake_queued: false,
         })
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
-        _msg: Self::Msg,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        if let DispatcherMsg::Wake = msg {
+            // Under load every commit wakes us: one pass per short interval
+            // serves them all.
+            if state.wake_queued {
+                return Ok(());
+            }
+            if state.last_pass.elapsed() < COALESCE {
+                state.wake_queued = true;
+                myself.send_after(COALESCE, || DispatcherMsg::Tick);
+                return Ok(());
+            }
+        }
+        state.wake_queued = false;
         // A database outage is not a reason to crash: the events are safe, and
         // the next tick tries again.
         if let Err(e) = state.dispatch().await {
             tracing::warn!(service = %state.args.service, error = %e, "outbox dispatch failed; retrying");
         }
+        state.last_pass = Instant::now();
         Ok(())
     }
 }

@@ -115,36 +115,39 @@ impl Actor for StockActor {
         myself: ActorRef<Self::Msg>,
         args: StockArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
+        // Levels and open lines in one round trip.
         let client = args.pool.get().await?;
-        let levels = client
-            .query_opt(
-                "select on_hand, reserved, low_stock_threshold, archived from inventory.stock where product_id = $1",
-                &[&args.product_id],
+        let load = client
+            .prepare_cached(
+                "select s.on_hand, s.reserved, s.low_stock_threshold, s.archived, \
+                        l.order_id, l.quantity, l.expires_at \
+                 from inventory.stock s \
+                 left join inventory.reservation_lines l \
+                   on l.product_id = s.product_id and l.status = 'reserved' \
+                 where s.product_id = $1",
             )
-            .await?
-            .map(|row| Levels {
-                on_hand: row.get(0),
-                reserved: row.get(1),
-                threshold: row.get(2),
-                archived: row.get(3),
-            });
+            .await?;
+        let rows = client.query(&load, &[&args.product_id]).await?;
+        let levels = rows.first().map(|row| Levels {
+            on_hand: row.get(0),
+            reserved: row.get(1),
+            threshold: row.get(2),
+            archived: row.get(3),
+        });
         let mut open = HashMap::new();
-        for row in client
-            .query(
-                "select order_id, quantity, expires_at from inventory.reservation_lines \
-                 where product_id = $1 and status = 'reserved'",
-                &[&args.product_id],
-            )
-            .await?
-        {
+        for row in &rows {
+            let Some(order_id) = row.get::<_, Option<OrderId>>(4) else {
+                continue;
+            };
             let line = Line {
-                quantity: row.get(1),
+                quantity: row.get(5),
                 status: LineStatus::Reserved,
-                expires_at: row.get(2),
+                expires_at: row.get(6),
             };
             schedule_expiry(&myself, line.expires_at);
-            open.insert(row.get::<_, OrderId>(0), line);
+            open.insert(order_id, line);
         }
+        drop(client);
         myself.send_interval(IDLE / 2, || StockMsg::Tick);
         Ok(StockState {
             args,
@@ -285,14 +288,13 @@ impl StockState {
         let mut known: HashMap<OrderId, Line> = HashMap::new();
         if !unknown.is_empty() {
             let ids: Vec<uuid::Uuid> = unknown.iter().map(|o| o.0).collect();
-            for row in client
-                .query(
+            let lookup = client
+                .prepare_cached(
                     "select order_id, quantity, status, expires_at from inventory.reservation_lines \
                      where product_id = $1 and order_id = any($2)",
-                    &[&product_id, &ids],
                 )
-                .await?
-            {
+                .await?;
+            for row in client.query(&lookup, &[&product_id, &ids]).await? {
                 let status: String = row.get(2);
                 known.insert(
                     row.get(0),
@@ -464,10 +466,20 @@ impl StockState {
 
         // Write the batch: levels, lines and events in one transaction.
         let tx = client.transaction().await?;
+        let update = tx
+            .prepare_cached(
+                "update inventory.stock set on_hand = $2, reserved = $3, archived = $4, updated_at = now() \
+                 where product_id = $1",
+            )
+            .await?;
         tx.execute(
-            "update inventory.stock set on_hand = $2, reserved = $3, archived = $4, updated_at = now() \
-             where product_id = $1",
-            &[&product_id, &levels.on_hand, &levels.reserved, &levels.archived],
+            &update,
+            &[
+                &product_id,
+                &levels.on_hand,
+                &levels.reserved,
+                &levels.archived,
+            ],
         )
         .await?;
         if !touched.is_empty() {
