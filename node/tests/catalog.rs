@@ -133,9 +133,10 @@ async fn admins_manage_the_catalog_and_anyone_browses_it() {
             .as_array()
             .is_some_and(|items| items.iter().all(|p| p["id"] != json!(id)))
     );
-    let order = uuid::Uuid::now_v7().to_string();
     let mut refused = StatusCode::OK;
     for _ in 0..100 {
+        // A fresh order each time: the archive reaches inventory through the outbox.
+        let order = uuid::Uuid::now_v7().to_string();
         let response = api
             .post_json(
                 "/inventory/reservations",
@@ -411,5 +412,50 @@ async fn a_flash_sale_entering_through_two_nodes_never_oversells() {
     assert_eq!(
         levels,
         json!({"product_id": id, "on_hand": 50, "reserved": 50, "available": 0})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_product_created_while_inventory_is_down_gets_its_stock_when_it_returns() {
+    let db = TestDb::empty().await;
+    let a_port = free_port();
+    let a = Node::start(NodeSpec {
+        name: "catalog-node".into(),
+        services: "users,products".into(),
+        cluster_port: Some(a_port),
+        cookie: Some(COOKIE.into()),
+        ..NodeSpec::single(&db.url)
+    })
+    .await;
+    let inventory_node = || NodeSpec {
+        name: "inventory-node".into(),
+        services: "inventory".into(),
+        database_url: Some(db.url.clone()),
+        cluster_port: Some(free_port()),
+        peers: vec![a_port],
+        cookie: Some(COOKIE.into()),
+        http: false,
+        ..NodeSpec::default()
+    };
+    let api = Api::new(&a.http);
+    let admin = api.admin_token().await;
+
+    // Inventory is not running anywhere: the product is still created.
+    let product = create(
+        &api,
+        &admin,
+        json!({"name": "Lamp", "price": 4200, "stock": 12}),
+    )
+    .await;
+    let id = product["id"].as_str().expect("id").to_owned();
+    let levels = api.get(&format!("/inventory/{id}"), Some(&admin)).await;
+    assert!(levels.headers().contains_key("retry-after"));
+    problem(levels, StatusCode::SERVICE_UNAVAILABLE).await;
+
+    // Inventory starts on another node: the stock record arrives from the outbox.
+    let _b = Node::start(inventory_node()).await;
+    assert_eq!(
+        stock_of(&api, &admin, &id).await,
+        json!({"product_id": id, "on_hand": 12, "reserved": 0, "available": 12})
     );
 }

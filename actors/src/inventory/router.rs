@@ -110,14 +110,13 @@ impl Actor for StockRouter {
             }
             _ => return Ok(()),
         };
-        if let Some(product_id) = state.products.remove(&id) {
-            if state
+        if let Some(product_id) = state.products.remove(&id)
+            && state
                 .actors
                 .get(&product_id)
                 .is_some_and(|a| a.get_id() == id)
-            {
-                state.actors.remove(&product_id);
-            }
+        {
+            state.actors.remove(&product_id);
         }
         Ok(())
     }

@@ -199,10 +199,10 @@ impl ProductRules {
         let limit = page.limit().map_err(|e| errors.0.extend(e.0)).unwrap_or(0);
         check_price(&mut errors, "min_price", query.min_price);
         check_price(&mut errors, "max_price", query.max_price);
-        if let (Some(min), Some(max)) = (query.min_price, query.max_price) {
-            if min > max {
-                errors.add("min_price", "must not exceed max_price");
-            }
+        if let (Some(min), Some(max)) = (query.min_price, query.max_price)
+            && min > max
+        {
+            errors.add("min_price", "must not exceed max_price");
         }
         let sort = match query.sort.as_deref().unwrap_or("created_at") {
             "created_at" | "-created_at" => Sort::NewestFirst,
@@ -290,7 +290,7 @@ fn encode_cursor(sort: Sort, key: &Key) -> String {
 }
 
 fn decode_cursor(cursor: &str) -> Option<(String, Key)> {
-    if cursor.len() % 2 != 0 || cursor.len() > 2048 {
+    if !cursor.len().is_multiple_of(2) || cursor.len() > 2048 {
         return None;
     }
     let bytes: Option<Vec<u8>> = (0..cursor.len())
