@@ -121,7 +121,9 @@ pub fn router(state: AppState) -> NormalizePath<Router> {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
-        }).on_response(DefaultOnResponse::new().level(Level::INFO)))
+        }).on_response(DefaultOnResponse::new().level(Level::INFO))
+        // ApiError logs each 5xx once, with its cause.
+        .on_failure(()))
         .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid));
     // The seed's paths end in '/', ours do not: accept both.
     NormalizePathLayer::trim_trailing_slash().layer(app)

@@ -153,6 +153,30 @@ impl Node {
         self.wait_for("/health/ready", limit).await;
     }
 
+    /// Polls `/health/ready` until it reports `service` reachable from this node
+    /// (the node may still be "not ready" if other services run nowhere).
+    pub async fn wait_reachable(&self, service: &str, limit: Duration) {
+        let client = Client::new();
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Ok(response) = client
+                .get(format!("{}/health/ready", self.http))
+                .send()
+                .await
+            {
+                let report: Value = response.json().await.unwrap_or_default();
+                if report["reachable"][service] == true {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "{service} not reachable within {limit:?}; log:\n{}",
+            self.log_text()
+        );
+    }
+
     async fn wait_for(&self, path: &str, limit: Duration) {
         let client = Client::new();
         let started = Instant::now();
