@@ -99,7 +99,7 @@ async fn scenarios(
     config: &tokio_postgres::Config,
     options: &BenchOptions,
 ) -> anyhow::Result<Vec<Row>> {
-    let url = url_of(config);
+    let url = db::url_of(config);
     let pool = db::pool(&url, options.concurrency.max(4) + 8)?;
     db::migrate(&pool, Service::Inventory).await?;
     let client = pool.get().await?;
@@ -280,19 +280,4 @@ async fn actors(
         ops: ops.load(Ordering::Relaxed),
         elapsed: started.elapsed(),
     })
-}
-
-fn url_of(config: &tokio_postgres::Config) -> String {
-    let host = match config.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-        _ => "127.0.0.1".into(),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    let user = config.get_user().unwrap_or("postgres");
-    let password = config
-        .get_password()
-        .map(|p| format!(":{}", String::from_utf8_lossy(p)))
-        .unwrap_or_default();
-    let db = config.get_dbname().unwrap_or("postgres");
-    format!("postgresql://{user}{password}@{host}:{port}/{db}")
 }

@@ -47,6 +47,23 @@ pub fn pool(url: &str, max_size: usize) -> Result<Pool, DbError> {
         .map_err(|e| DbError::Pool(e.to_string()))
 }
 
+/// A `postgresql://` URL for `config` (TCP hosts only), e.g. to hand to
+/// another process or to point at another database on the same server.
+pub fn url_of(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        _ => "127.0.0.1".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let user = config.get_user().unwrap_or("postgres");
+    let password = config
+        .get_password()
+        .map(|p| format!(":{}", String::from_utf8_lossy(p)))
+        .unwrap_or_default();
+    let db = config.get_dbname().unwrap_or("postgres");
+    format!("postgresql://{user}{password}@{host}:{port}/{db}")
+}
+
 /// The outbox tables, the same for every service, created in its own schema.
 const OUTBOX_TEMPLATE: &str = include_str!("../migrations/outbox.sql");
 

@@ -59,7 +59,7 @@ pub fn server_url(db: &str) -> String {
         let mut config: tokio_postgres::Config =
             url.parse().unwrap_or_else(|e| panic!("DATABASE_URL: {e}"));
         config.dbname(db);
-        return rebuild_url(&config, db);
+        return super::url_of(&config);
     }
     let cluster = CLUSTER.get_or_init(|| {
         let root = std::env::temp_dir().join("mart-test-pg");
@@ -74,20 +74,6 @@ pub fn server_url(db: &str) -> String {
         Ok(pg) => pg.url(db),
         Err(e) => panic!("test PostgreSQL: {e}"),
     }
-}
-
-fn rebuild_url(config: &tokio_postgres::Config, db: &str) -> String {
-    let host = match config.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-        _ => "127.0.0.1".into(),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    let user = config.get_user().unwrap_or("postgres");
-    let password = config
-        .get_password()
-        .map(|p| format!(":{}", String::from_utf8_lossy(p)))
-        .unwrap_or_default();
-    format!("postgresql://{user}{password}@{host}:{port}/{db}")
 }
 
 /// Clusters of test processes that have ended: their servers died with them
