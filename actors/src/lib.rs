@@ -10,7 +10,7 @@
 //! - [`outbox`]: events written with the state change, delivered in order to
 //!   durable subscribers until acknowledged.
 //! - [`auth`]: signing and verifying access tokens.
-//! - [`users`], [`products`], [`inventory`]: the services and their handles.
+//! - [`users`], [`products`], [`inventory`], [`orders`]: the services and their handles.
 //!
 //! Invariant: a handler's `Err` means broken infrastructure (the actor crashes and
 //! is restarted); every business "no" travels back in the reply.
@@ -18,6 +18,7 @@
 pub mod auth;
 pub mod call;
 pub mod inventory;
+pub mod orders;
 pub mod outbox;
 pub mod products;
 pub mod services;
@@ -27,6 +28,7 @@ pub mod wire;
 
 pub use call::CallError;
 pub use inventory::Inventory;
+pub use orders::Orders;
 pub use products::Products;
-pub use services::{Hosted, ServiceDeps};
+pub use services::{Hosted, ServiceDeps, ServiceSettings};
 pub use users::Users;

@@ -13,6 +13,7 @@ use crate::auth::TokenKeys;
 use crate::inventory::{
     CATALOG_SUBSCRIBER, CatalogSubscriber, InventoryFront, ROUTER, StockRouter,
 };
+use crate::orders::{OrderRouter, OrderServiceDeps, OrdersFront, ROUTER as ORDER_ROUTER};
 use crate::outbox::{Dispatcher, DispatcherArgs, dispatcher_name};
 use crate::products::{ProductRules, ProductsWorker};
 use crate::supervisor::{ChildSpec, Supervisor, SupervisorMsg};
@@ -28,6 +29,25 @@ pub struct ServiceDeps {
     /// One pool per hosted service.
     pub pools: BTreeMap<Service, Pool>,
     pub keys: Arc<TokenKeys>,
+    pub settings: ServiceSettings,
+}
+
+/// Tunables of the services.
+#[derive(Clone, Copy, Debug)]
+pub struct ServiceSettings {
+    /// How long an unpaid order holds its stock (`MART_RESERVATION_TTL`).
+    pub reservation_ttl: Duration,
+    /// How long one service waits for another.
+    pub call_timeout: Duration,
+}
+
+impl Default for ServiceSettings {
+    fn default() -> Self {
+        Self {
+            reservation_ttl: Duration::from_secs(30 * 60),
+            call_timeout: crate::call::DEFAULT_CALL_TIMEOUT,
+        }
+    }
 }
 
 /// The services running on this node.
@@ -50,7 +70,8 @@ impl Hosted {
     pub async fn start(node: &str, deps: ServiceDeps) -> Result<Self, String> {
         let mut groups = Vec::new();
         for (&service, pool) in &deps.pools {
-            let children = service_children(service, pool.clone(), deps.keys.clone());
+            let children =
+                service_children(service, pool.clone(), deps.keys.clone(), deps.settings);
             let name = format!("{}.supervisor", service.group());
             groups.push(ChildSpec::new(name.clone(), move |parent| {
                 let (name, children) = (name.clone(), children.clone());
@@ -101,7 +122,12 @@ impl Hosted {
     }
 }
 
-fn service_children(service: Service, pool: Pool, keys: Arc<TokenKeys>) -> Vec<ChildSpec> {
+fn service_children(
+    service: Service,
+    pool: Pool,
+    keys: Arc<TokenKeys>,
+    settings: ServiceSettings,
+) -> Vec<ChildSpec> {
     let dispatcher_pool = pool.clone();
     let mut children = vec![ChildSpec::new("outbox", move |parent| {
         let args = DispatcherArgs {
@@ -155,6 +181,23 @@ fn service_children(service: Service, pool: Pool, keys: Arc<TokenKeys>) -> Vec<C
                     .map(|(actor, _)| actor.get_cell())
                     .map_err(|e| e.to_string())
                 }
+            }));
+        }
+        Service::Orders => {
+            let deps = OrderServiceDeps::new(pool, settings.reservation_ttl, settings.call_timeout);
+            let actor_deps = deps.actor_deps();
+            children.push(ChildSpec::new("router", move |parent| {
+                let deps = actor_deps.clone();
+                async move {
+                    Actor::spawn_linked(Some(ORDER_ROUTER.into()), OrderRouter, deps, parent)
+                        .await
+                        .map(|(actor, _)| actor.get_cell())
+                        .map_err(|e| e.to_string())
+                }
+            }));
+            children.push(ChildSpec::new("front", move |parent| {
+                let deps = deps.clone();
+                async move { spawn(OrdersFront, deps, parent).await }
             }));
         }
         Service::Users => {

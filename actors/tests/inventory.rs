@@ -65,9 +65,16 @@ impl Shop {
             .map(|s| (s, self.db.pool.clone()))
             .collect();
         self.hosted = Some(
-            Hosted::start("inventory-test", ServiceDeps { pools, keys })
-                .await
-                .expect("start"),
+            Hosted::start(
+                "inventory-test",
+                ServiceDeps {
+                    pools,
+                    keys,
+                    settings: Default::default(),
+                },
+            )
+            .await
+            .expect("start"),
         );
     }
 

@@ -87,6 +87,7 @@ async fn start_users(db: &TestDb) -> (Hosted, Users) {
         ServiceDeps {
             pools: [(Service::Users, db.pool.clone())].into(),
             keys,
+            settings: Default::default(),
         },
     )
     .await

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use mart_actors::CallError;
 use mart_schema::FieldErrors;
 use mart_schema::inventory::InventoryError;
+use mart_schema::order::OrderError;
 use mart_schema::product::ProductError;
 use mart_schema::user::UserError;
 use serde::Serialize;
@@ -213,6 +214,34 @@ impl From<InventoryError> for ApiError {
             },
             InventoryError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", detail),
             InventoryError::Forbidden => forbidden(),
+        }
+    }
+}
+
+impl From<OrderError> for ApiError {
+    fn from(e: OrderError) -> Self {
+        let detail = e.to_string();
+        match e {
+            OrderError::Invalid(errors) => ApiError::invalid(errors),
+            OrderError::NotFound => ApiError::not_found(detail),
+            OrderError::InsufficientStock { product_id, .. } => ApiError {
+                errors: Some(FieldErrors::single(
+                    &format!("product:{product_id}"),
+                    "insufficient stock",
+                )),
+                ..ApiError::new(StatusCode::CONFLICT, "insufficient-stock", detail)
+            },
+            OrderError::IllegalTransition { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "illegal-transition", detail)
+            }
+            OrderError::IdempotencyInProgress => {
+                ApiError::new(StatusCode::CONFLICT, "idempotency-in-progress", detail)
+                    .with_header(ExtraHeader::RetryAfter)
+            }
+            OrderError::IdempotencyMismatch => {
+                ApiError::invalid(FieldErrors::single("Idempotency-Key", detail))
+            }
+            OrderError::Forbidden => forbidden(),
         }
     }
 }

@@ -163,6 +163,7 @@ async fn scenarios(
         ServiceDeps {
             pools: BTreeMap::from([(Service::Inventory, pool.clone())]),
             keys,
+            settings: Default::default(),
         },
     )
     .await

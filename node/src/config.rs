@@ -91,6 +91,10 @@ pub struct NodeOptions {
     #[arg(long, env = "MART_TOKEN_TTL", global = true, default_value = "60m", value_parser = humantime::parse_duration)]
     pub token_ttl: Duration,
 
+    /// How long an unpaid order holds its stock before it expires (humantime).
+    #[arg(long, env = "MART_RESERVATION_TTL", global = true, default_value = "30m", value_parser = humantime::parse_duration)]
+    pub reservation_ttl: Duration,
+
     /// How long the edge waits for a service.
     #[arg(long, env = "MART_CALL_TIMEOUT", global = true, default_value = "5s", value_parser = humantime::parse_duration)]
     pub call_timeout: Duration,

@@ -18,7 +18,7 @@ use anyhow::Context;
 use deadpool_postgres::Pool;
 use mart_actors::auth::TokenKeys;
 use mart_actors::users::{AdminOutcome, UserRules};
-use mart_actors::{Hosted, Inventory, Products, ServiceDeps, Users};
+use mart_actors::{Hosted, Inventory, Orders, Products, ServiceDeps, ServiceSettings, Users};
 use mart_schema::Service;
 use mart_schema::db::{self, Durability, EmbeddedPostgres};
 
@@ -227,6 +227,10 @@ async fn serve(opts: NodeOptions) -> anyhow::Result<()> {
         ServiceDeps {
             pools: dbs.pools.clone(),
             keys: keys.clone(),
+            settings: ServiceSettings {
+                reservation_ttl: opts.reservation_ttl,
+                call_timeout: opts.call_timeout,
+            },
         },
     )
     .await
@@ -239,15 +243,22 @@ async fn serve(opts: NodeOptions) -> anyhow::Result<()> {
         let users = Users::new(opts.call_timeout);
         let products = Products::new(opts.call_timeout);
         let inventory = Inventory::new(opts.call_timeout);
+        let orders = Orders::new(opts.call_timeout);
         let readiness: mart_http::Readiness = {
             let hosted = hosted.clone();
-            let (users, products, inventory) = (users.clone(), products.clone(), inventory.clone());
+            let (users, products, inventory, orders) = (
+                users.clone(),
+                products.clone(),
+                inventory.clone(),
+                orders.clone(),
+            );
             Arc::new(move || {
                 let hosted = hosted.clone();
                 let reachable = serde_json::json!({
                     "users": users.is_reachable(),
                     "products": products.is_reachable(),
                     "inventory": inventory.is_reachable(),
+                    "orders": orders.is_reachable(),
                 });
                 Box::pin(async move {
                     let services = hosted.health().await;
@@ -269,6 +280,7 @@ async fn serve(opts: NodeOptions) -> anyhow::Result<()> {
             users,
             products,
             inventory,
+            orders,
             keys,
             readiness,
         });

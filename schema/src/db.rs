@@ -87,6 +87,10 @@ pub fn migrations(service: Service) -> Result<Vec<Migration>, DbError> {
             "V2__inventory",
             include_str!("../migrations/inventory/V2__inventory.sql"),
         )],
+        Service::Orders => &[(
+            "V2__orders",
+            include_str!("../migrations/orders/V2__orders.sql"),
+        )],
     };
     let mut all = vec![
         Migration::unapplied("V1__outbox", &OUTBOX_TEMPLATE.replace("{schema}", schema))

@@ -3,7 +3,7 @@
 //! - [`ids`]: typed UUID v7 identifiers (`UserId`, `EventId`).
 //! - [`money`]: `Money` (i64 minor units) and `Currency` (ISO 4217).
 //! - [`service`]: the services a node can host and the names they go by.
-//! - [`user`], [`product`], [`inventory`]: requests, replies, events and errors
+//! - [`user`], [`product`], [`inventory`], [`order`]: requests, replies, events and errors
 //!   of each service.
 //! - [`event`]: the envelope every domain event travels in.
 //! - [`page`]: keyset pagination (`{items, next_cursor}`).
@@ -16,6 +16,7 @@ pub mod event;
 pub mod ids;
 pub mod inventory;
 pub mod money;
+pub mod order;
 pub mod page;
 pub mod problem;
 pub mod product;

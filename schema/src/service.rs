@@ -9,11 +9,17 @@ pub enum Service {
     Users,
     Products,
     Inventory,
+    Orders,
 }
 
 impl Service {
     /// Every service, in start-up order.
-    pub const ALL: &'static [Service] = &[Service::Users, Service::Products, Service::Inventory];
+    pub const ALL: &'static [Service] = &[
+        Service::Users,
+        Service::Products,
+        Service::Inventory,
+        Service::Orders,
+    ];
 
     /// The name used in `--services`, logs and event sources.
     pub fn name(self) -> &'static str {
@@ -21,6 +27,7 @@ impl Service {
             Service::Users => "users",
             Service::Products => "products",
             Service::Inventory => "inventory",
+            Service::Orders => "orders",
         }
     }
 

@@ -1,0 +1,341 @@
+//! PostgreSQL access for the order service: the only writer of `orders`.
+
+use deadpool_postgres::Pool;
+use mart_schema::order::{Order, OrderError, OrderEvent, OrderLine, OrderStatus};
+use mart_schema::{OrderId, UserId};
+use time::OffsetDateTime;
+use tokio_postgres::Row;
+
+use crate::call::Failure;
+use crate::outbox::Outbox;
+
+pub(crate) type StoreResult<T> = Result<T, Failure<OrderError>>;
+
+pub(crate) fn db(e: impl std::fmt::Display) -> Failure<OrderError> {
+    Failure::Infrastructure(e.to_string())
+}
+
+const COLUMNS: &str =
+    "order_id, user_id, status, currency, total, expires_at, created_at, updated_at, stock_settled";
+
+/// How an Idempotency-Key stands.
+#[derive(Debug)]
+pub(crate) enum Claim {
+    /// First use: go ahead.
+    New,
+    /// The first request with this key is still running.
+    Running,
+    /// Done before: its outcome.
+    Done(serde_json::Value),
+    /// Used before with another request.
+    Mismatch,
+}
+
+/// A request running longer than this is taken as abandoned (its node died).
+const ABANDONED_AFTER_SECS: i64 = 60;
+
+#[derive(Clone, Debug)]
+pub(crate) struct OrderStore {
+    pool: Pool,
+    outbox: Outbox,
+}
+
+fn order_of(row: &Row, items: Vec<OrderLine>) -> StoreResult<(Order, bool)> {
+    let status: String = row.get("status");
+    let currency: String = row.get("currency");
+    Ok((
+        Order {
+            id: row.get("order_id"),
+            user_id: row.get("user_id"),
+            status: status.parse().map_err(db)?,
+            items,
+            total: row.get("total"),
+            currency: currency.parse().map_err(db)?,
+            expires_at: row.get("expires_at"),
+            created_at: row.get("created_at"),
+            updated_at: row.get("updated_at"),
+        },
+        row.get("stock_settled"),
+    ))
+}
+
+impl OrderStore {
+    pub(crate) fn new(pool: Pool, outbox: Outbox) -> Self {
+        Self { pool, outbox }
+    }
+
+    pub(crate) async fn claim(&self, user: UserId, key: &str, hash: &str) -> StoreResult<Claim> {
+        let client = self.pool.get().await.map_err(db)?;
+        // Keys older than a day are forgotten; an abandoned run can be taken over.
+        let inserted = client
+            .query_opt(
+                "insert into orders.idempotency_keys as k (user_id, key, request_hash) values ($1, $2, $3) \
+                 on conflict (user_id, key) do update set request_hash = excluded.request_hash, \
+                   outcome = null, created_at = now() \
+                 where k.created_at < now() - interval '24 hours' \
+                    or (k.outcome is null and k.created_at < now() - make_interval(secs => $4)) \
+                 returning 1",
+                &[&user, &key, &hash, &(ABANDONED_AFTER_SECS as f64)],
+            )
+            .await
+            .map_err(db)?;
+        if inserted.is_some() {
+            return Ok(Claim::New);
+        }
+        let row = client
+            .query_one(
+                "select request_hash, outcome from orders.idempotency_keys where user_id = $1 and key = $2",
+                &[&user, &key],
+            )
+            .await
+            .map_err(db)?;
+        let stored_hash: String = row.get(0);
+        let outcome: Option<serde_json::Value> = row.get(1);
+        Ok(match (stored_hash == hash, outcome) {
+            (false, _) => Claim::Mismatch,
+            (true, None) => Claim::Running,
+            (true, Some(outcome)) => Claim::Done(outcome),
+        })
+    }
+
+    /// Records a rejection as the key's outcome (an accepted order records its
+    /// outcome in the transaction that writes the order).
+    pub(crate) async fn finish_key(
+        &self,
+        user: UserId,
+        key: &str,
+        outcome: &serde_json::Value,
+    ) -> StoreResult<()> {
+        let client = self.pool.get().await.map_err(db)?;
+        client
+            .execute(
+                "update orders.idempotency_keys set outcome = $3 where user_id = $1 and key = $2",
+                &[&user, &key, outcome],
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// Forgets a key whose request failed for reasons the client can retry.
+    pub(crate) async fn drop_key(&self, user: UserId, key: &str) {
+        if let Ok(client) = self.pool.get().await {
+            let _ = client
+                .execute(
+                    "delete from orders.idempotency_keys where user_id = $1 and key = $2 and outcome is null",
+                    &[&user, &key],
+                )
+                .await;
+        }
+    }
+
+    /// Writes a new order, its lines, `order.placed` and (if any) the
+    /// idempotency outcome, in one transaction.
+    pub(crate) async fn insert(
+        &self,
+        order: &Order,
+        idempotency: Option<(&str, &serde_json::Value)>,
+    ) -> StoreResult<()> {
+        let mut client = self.pool.get().await.map_err(db)?;
+        let tx = client.transaction().await.map_err(db)?;
+        tx.execute(
+            "insert into orders.orders \
+             (order_id, user_id, status, currency, total, expires_at, created_at, updated_at, stock_settled) \
+             values ($1, $2, $3, $4, $5, $6, $7, $7, true)",
+            &[
+                &order.id,
+                &order.user_id,
+                &order.status.as_str(),
+                &order.currency.code(),
+                &order.total,
+                &order.expires_at,
+                &order.created_at,
+            ],
+        )
+        .await
+        .map_err(db)?;
+        for (no, line) in (1i32..).zip(&order.items) {
+            tx.execute(
+                "insert into orders.order_lines \
+                 (order_id, line_no, product_id, name, unit_price, quantity, line_total) \
+                 values ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &order.id,
+                    &no,
+                    &line.product_id,
+                    &line.name,
+                    &line.unit_price,
+                    &i32::try_from(line.quantity).map_err(db)?,
+                    &line.line_total,
+                ],
+            )
+            .await
+            .map_err(db)?;
+        }
+        if let Some((key, outcome)) = idempotency {
+            tx.execute(
+                "update orders.idempotency_keys set outcome = $3 where user_id = $1 and key = $2",
+                &[&order.user_id, &key, outcome],
+            )
+            .await
+            .map_err(db)?;
+        }
+        let event = OrderEvent::of(mart_schema::order::OrderEventKind::Placed, order);
+        self.outbox.append(&tx, &[event]).await.map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        self.outbox.wake();
+        Ok(())
+    }
+
+    async fn lines(&self, ids: &[OrderId]) -> StoreResult<Vec<(OrderId, OrderLine)>> {
+        let client = self.pool.get().await.map_err(db)?;
+        let ids: Vec<uuid::Uuid> = ids.iter().map(|i| i.0).collect();
+        let rows = client
+            .query(
+                "select order_id, product_id, name, unit_price, quantity, line_total from orders.order_lines \
+                 where order_id = any($1) order by order_id, line_no",
+                &[&ids],
+            )
+            .await
+            .map_err(db)?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get(0),
+                    OrderLine {
+                        product_id: r.get(1),
+                        name: r.get(2),
+                        unit_price: r.get(3),
+                        quantity: i64::from(r.get::<_, i32>(4)),
+                        line_total: r.get(5),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// The order and whether its stock step is done.
+    pub(crate) async fn load(&self, id: OrderId) -> StoreResult<(Order, bool)> {
+        let client = self.pool.get().await.map_err(db)?;
+        let row = client
+            .query_opt(
+                &format!("select {COLUMNS} from orders.orders where order_id = $1"),
+                &[&id],
+            )
+            .await
+            .map_err(db)?
+            .ok_or(Failure::Rejected(OrderError::NotFound))?;
+        drop(client);
+        let items = self
+            .lines(&[id])
+            .await?
+            .into_iter()
+            .map(|(_, l)| l)
+            .collect();
+        order_of(&row, items)
+    }
+
+    /// Up to `limit` orders after `after`, newest first.
+    pub(crate) async fn list(
+        &self,
+        user: Option<UserId>,
+        status: Option<OrderStatus>,
+        after: Option<OrderId>,
+        limit: i64,
+    ) -> StoreResult<Vec<Order>> {
+        let client = self.pool.get().await.map_err(db)?;
+        let rows = client
+            .query(
+                &format!(
+                    "select {COLUMNS} from orders.orders \
+                     where ($1::uuid is null or user_id = $1) and ($2::text is null or status = $2) \
+                       and ($3::uuid is null or order_id < $3) \
+                     order by order_id desc limit $4"
+                ),
+                &[&user, &status.map(OrderStatus::as_str), &after, &limit],
+            )
+            .await
+            .map_err(db)?;
+        drop(client);
+        let ids: Vec<OrderId> = rows.iter().map(|r| r.get("order_id")).collect();
+        let mut lines = self.lines(&ids).await?;
+        let mut orders = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: OrderId = row.get("order_id");
+            let mine: Vec<OrderLine> = lines
+                .iter()
+                .filter(|(o, _)| *o == id)
+                .map(|(_, l)| l.clone())
+                .collect();
+            lines.retain(|(o, _)| *o != id);
+            orders.push(order_of(row, mine)?.0);
+        }
+        Ok(orders)
+    }
+
+    /// Moves the order from `from` to its current status and queues `event`;
+    /// `settled` says whether a stock step is still to be done. Zero rows
+    /// changed means someone else moved it first: the caller reloads.
+    pub(crate) async fn transition(
+        &self,
+        order: &Order,
+        from: OrderStatus,
+        settled: bool,
+        event: OrderEvent,
+    ) -> StoreResult<bool> {
+        let mut client = self.pool.get().await.map_err(db)?;
+        let tx = client.transaction().await.map_err(db)?;
+        let changed = tx
+            .execute(
+                "update orders.orders set status = $2, stock_settled = $3, updated_at = $4 \
+                 where order_id = $1 and status = $5",
+                &[
+                    &order.id,
+                    &order.status.as_str(),
+                    &settled,
+                    &order.updated_at,
+                    &from.as_str(),
+                ],
+            )
+            .await
+            .map_err(db)?;
+        if changed == 0 {
+            return Ok(false);
+        }
+        self.outbox.append(&tx, &[event]).await.map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        self.outbox.wake();
+        Ok(true)
+    }
+
+    pub(crate) async fn mark_settled(&self, id: OrderId) -> StoreResult<()> {
+        let client = self.pool.get().await.map_err(db)?;
+        client
+            .execute(
+                "update orders.orders set stock_settled = true where order_id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// Orders with work left: unpaid past their deadline, or a stock step not done.
+    pub(crate) async fn due(&self) -> StoreResult<Vec<OrderId>> {
+        let client = self.pool.get().await.map_err(db)?;
+        let rows = client
+            .query(
+                "select order_id from orders.orders \
+                 where (status = 'awaiting_payment' and expires_at <= now()) or not stock_settled",
+                &[],
+            )
+            .await
+            .map_err(db)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    pub(crate) fn now() -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+}

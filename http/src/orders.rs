@@ -1,0 +1,141 @@
+//! Orders (the seed's paths, kept): `/orders`, `/orders/{id}`, `/my-orders`.
+
+use axum::Json;
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use mart_schema::order::{Order, OrderQuery, PlaceOrder, StatusChange};
+use mart_schema::{FieldErrors, OrderId, Page};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AppState;
+use crate::error::{ApiError, Problem};
+use crate::extract::{Auth, Body, Query};
+
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_orders, place_order))
+        .routes(routes!(my_orders))
+        .routes(routes!(get_order, change_order))
+}
+
+/// Place an order: prices from the catalog, stock reserved for every line or
+/// none. Send an `Idempotency-Key` to make retries safe.
+#[utoipa::path(post, path = "/orders", tag = "orders", security(("bearer" = [])),
+    request_body = PlaceOrder,
+    params(("Idempotency-Key" = Option<String>, Header, description = "same key and body within 24 h: the first answer again")),
+    responses(
+        (status = 201, body = Order),
+        (status = 409, description = "insufficient stock, or the same key is still running", body = Problem),
+        (status = 422, description = "invalid items, unknown product, mixed currencies, or key reused with another body", body = Problem),
+    ))]
+async fn place_order(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    headers: HeaderMap,
+    Body(request): Body<PlaceOrder>,
+) -> Result<Response, ApiError> {
+    let key = match headers.get("idempotency-key") {
+        Some(value) => Some(
+            value
+                .to_str()
+                .map_err(|_| {
+                    ApiError::invalid(FieldErrors::single(
+                        "Idempotency-Key",
+                        "must be visible ASCII",
+                    ))
+                })?
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let (order, replayed) = state
+        .orders
+        .place(caller, key, request.into_items())
+        .await?;
+    let mut response = (StatusCode::CREATED, Json(order)).into_response();
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+/// The caller's orders (an admin sees all), newest first; filter by `status`.
+#[utoipa::path(get, path = "/orders", tag = "orders", security(("bearer" = [])), params(OrderQuery),
+    responses((status = 200, body = Page<Order>), (status = 422, body = Problem)))]
+async fn list_orders(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Query(query): Query<OrderQuery>,
+) -> Result<Json<Page<Order>>, ApiError> {
+    Ok(Json(state.orders.list(caller, query, false).await?))
+}
+
+/// The caller's own orders (`{items: []}` when there are none).
+#[utoipa::path(get, path = "/my-orders", tag = "orders", security(("bearer" = [])), params(OrderQuery),
+    responses((status = 200, body = Page<Order>)))]
+async fn my_orders(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Query(query): Query<OrderQuery>,
+) -> Result<Json<Page<Order>>, ApiError> {
+    Ok(Json(state.orders.list(caller, query, true).await?))
+}
+
+/// One order (its owner or an admin).
+#[utoipa::path(get, path = "/orders/{id}", tag = "orders", security(("bearer" = [])),
+    params(("id" = String, Path, description = "order id")),
+    responses((status = 200, body = Order), (status = 404, body = Problem)))]
+async fn get_order(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Order>, ApiError> {
+    Ok(Json(state.orders.get(caller, order_id(&id)?).await?))
+}
+
+/// Move an order: `{"status": "cancelled"}` (owner, before shipping; admin),
+/// `shipped` and `delivered` (admin). Also accepts the seed's `?status=`.
+#[utoipa::path(patch, path = "/orders/{id}", tag = "orders", security(("bearer" = [])),
+    params(("id" = String, Path, description = "order id"), StatusChange),
+    request_body = StatusChange,
+    responses((status = 200, body = Order), (status = 404, body = Problem),
+              (status = 409, description = "not allowed from the current status", body = Problem)))]
+async fn change_order(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    Query(query): Query<StatusChange>,
+    request: Request,
+) -> Result<Json<Order>, ApiError> {
+    let id = order_id(&id)?;
+    // The body is optional: the seed sent the status in the query string.
+    let has_body = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|len| len != "0");
+    let body = if has_body {
+        let Body(change) = Body::<StatusChange>::from_request(request, &state).await?;
+        change.status
+    } else {
+        None
+    };
+    let requested = body
+        .or(query.status)
+        .ok_or_else(|| ApiError::invalid(FieldErrors::single("status", "is required")))?;
+    let status = requested
+        .parse()
+        .map_err(|e: String| ApiError::invalid(FieldErrors::single("status", e)))?;
+    Ok(Json(
+        state.orders.transition(Some(caller), id, status).await?,
+    ))
+}
+
+fn order_id(raw: &str) -> Result<OrderId, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::not_found("no such order"))
+}
