@@ -10,6 +10,7 @@
 //! - [`outbox`]: events written with the state change, delivered in order to
 //!   durable subscribers until acknowledged.
 //! - [`auth`]: signing and verifying access tokens.
+//! - [`idempotency`]: `Idempotency-Key` handling for requests that create things.
 //! - [`users`], [`products`], [`inventory`], [`orders`]: the services and their handles.
 //!
 //! Invariant: a handler's `Err` means broken infrastructure (the actor crashes and
@@ -17,6 +18,7 @@
 
 pub mod auth;
 pub mod call;
+pub mod idempotency;
 pub mod inventory;
 pub mod orders;
 pub mod outbox;

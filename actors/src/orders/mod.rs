@@ -25,14 +25,14 @@ use mart_schema::{Currency, FieldErrors, OrderId, Page, PageRequest, Service};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
-use sha2::Digest;
 use time::OffsetDateTime;
 
 pub(crate) use actor::{OrderDeps, OrderRouter, ROUTER};
 use actor::{OrderMsg, RouterMsg};
-use store::{Claim, OrderStore};
+use store::OrderStore;
 
 use crate::call::{CallError, Failure, Rejection, ServiceClient, answer};
+use crate::idempotency::{Claim, fingerprint};
 use crate::inventory::Inventory;
 use crate::outbox::Outbox;
 use crate::products::Products;
@@ -335,15 +335,6 @@ async fn list(
     Ok(Page { items, next_cursor })
 }
 
-/// A stable fingerprint of a request, to tell a retry from a different request.
-fn fingerprint(items: &[ItemRequest]) -> String {
-    let json = serde_json::to_vec(items).unwrap_or_default();
-    sha2::Sha256::digest(&json)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 async fn place(
     deps: &OrderServiceDeps,
     caller: Caller,
@@ -377,11 +368,12 @@ async fn place(
             .await
             .map(|order| (order, false));
     };
-    match deps
-        .store
-        .claim(caller.user_id, &key, &fingerprint(&items))
-        .await?
-    {
+    let (store, keys) = (&deps.store, &deps.store.keys);
+    let claim = keys
+        .claim(&store.pool, caller.user_id, &key, &fingerprint(&items))
+        .await
+        .map_err(Failure::Infrastructure)?;
+    match claim {
         Claim::Running => Err(OrderError::IdempotencyInProgress.into()),
         Claim::Mismatch => Err(OrderError::IdempotencyMismatch.into()),
         Claim::Done(outcome) => {
@@ -393,13 +385,13 @@ async fn place(
             Ok(order) => Ok((order, false)),
             Err(Failure::Rejected(no)) => {
                 let outcome = serde_json::to_value(Err::<Order, _>(no.clone())).unwrap_or_default();
-                deps.store
-                    .finish_key(caller.user_id, &key, &outcome)
-                    .await?;
+                keys.finish(&store.pool, caller.user_id, &key, &outcome)
+                    .await
+                    .map_err(Failure::Infrastructure)?;
                 Err(Failure::Rejected(no))
             }
             Err(failure) => {
-                deps.store.drop_key(caller.user_id, &key).await;
+                keys.forget(&store.pool, caller.user_id, &key).await;
                 Err(failure)
             }
         },

@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 use tokio_postgres::Row;
 
 use crate::call::Failure;
+use crate::idempotency::Idempotency;
 use crate::outbox::Outbox;
 
 pub(crate) type StoreResult<T> = Result<T, Failure<OrderError>>;
@@ -18,26 +19,11 @@ pub(crate) fn db(e: impl std::fmt::Display) -> Failure<OrderError> {
 const COLUMNS: &str =
     "order_id, user_id, status, currency, total, expires_at, created_at, updated_at, stock_settled";
 
-/// How an Idempotency-Key stands.
-#[derive(Debug)]
-pub(crate) enum Claim {
-    /// First use: go ahead.
-    New,
-    /// The first request with this key is still running.
-    Running,
-    /// Done before: its outcome.
-    Done(serde_json::Value),
-    /// Used before with another request.
-    Mismatch,
-}
-
-/// A request running longer than this is taken as abandoned (its node died).
-const ABANDONED_AFTER_SECS: i64 = 60;
-
 #[derive(Clone, Debug)]
 pub(crate) struct OrderStore {
-    pool: Pool,
+    pub(crate) pool: Pool,
     outbox: Outbox,
+    pub(crate) keys: Idempotency,
 }
 
 fn order_of(row: &Row, items: Vec<OrderLine>) -> StoreResult<(Order, bool)> {
@@ -61,71 +47,10 @@ fn order_of(row: &Row, items: Vec<OrderLine>) -> StoreResult<(Order, bool)> {
 
 impl OrderStore {
     pub(crate) fn new(pool: Pool, outbox: Outbox) -> Self {
-        Self { pool, outbox }
-    }
-
-    pub(crate) async fn claim(&self, user: UserId, key: &str, hash: &str) -> StoreResult<Claim> {
-        let client = self.pool.get().await.map_err(db)?;
-        // Keys older than a day are forgotten; an abandoned run can be taken over.
-        let inserted = client
-            .query_opt(
-                "insert into orders.idempotency_keys as k (user_id, key, request_hash) values ($1, $2, $3) \
-                 on conflict (user_id, key) do update set request_hash = excluded.request_hash, \
-                   outcome = null, created_at = now() \
-                 where k.created_at < now() - interval '24 hours' \
-                    or (k.outcome is null and k.created_at < now() - make_interval(secs => $4)) \
-                 returning 1",
-                &[&user, &key, &hash, &(ABANDONED_AFTER_SECS as f64)],
-            )
-            .await
-            .map_err(db)?;
-        if inserted.is_some() {
-            return Ok(Claim::New);
-        }
-        let row = client
-            .query_one(
-                "select request_hash, outcome from orders.idempotency_keys where user_id = $1 and key = $2",
-                &[&user, &key],
-            )
-            .await
-            .map_err(db)?;
-        let stored_hash: String = row.get(0);
-        let outcome: Option<serde_json::Value> = row.get(1);
-        Ok(match (stored_hash == hash, outcome) {
-            (false, _) => Claim::Mismatch,
-            (true, None) => Claim::Running,
-            (true, Some(outcome)) => Claim::Done(outcome),
-        })
-    }
-
-    /// Records a rejection as the key's outcome (an accepted order records its
-    /// outcome in the transaction that writes the order).
-    pub(crate) async fn finish_key(
-        &self,
-        user: UserId,
-        key: &str,
-        outcome: &serde_json::Value,
-    ) -> StoreResult<()> {
-        let client = self.pool.get().await.map_err(db)?;
-        client
-            .execute(
-                "update orders.idempotency_keys set outcome = $3 where user_id = $1 and key = $2",
-                &[&user, &key, outcome],
-            )
-            .await
-            .map_err(db)?;
-        Ok(())
-    }
-
-    /// Forgets a key whose request failed for reasons the client can retry.
-    pub(crate) async fn drop_key(&self, user: UserId, key: &str) {
-        if let Ok(client) = self.pool.get().await {
-            let _ = client
-                .execute(
-                    "delete from orders.idempotency_keys where user_id = $1 and key = $2 and outcome is null",
-                    &[&user, &key],
-                )
-                .await;
+        Self {
+            pool,
+            outbox,
+            keys: Idempotency::new("orders"),
         }
     }
 
@@ -173,12 +98,10 @@ impl OrderStore {
             .map_err(db)?;
         }
         if let Some((key, outcome)) = idempotency {
-            tx.execute(
-                "update orders.idempotency_keys set outcome = $3 where user_id = $1 and key = $2",
-                &[&order.user_id, &key, outcome],
-            )
-            .await
-            .map_err(db)?;
+            self.keys
+                .finish_in(&tx, order.user_id, key, outcome)
+                .await
+                .map_err(db)?;
         }
         let event = OrderEvent::of(mart_schema::order::OrderEventKind::Placed, order);
         self.outbox.append(&tx, &[event]).await.map_err(db)?;

@@ -1,0 +1,131 @@
+//! `Idempotency-Key` for requests that create things (`POST /orders/`,
+//! `POST /payments/`): per user, kept 24 h. The same key with the same request
+//! gets the first outcome again; with another request, a mismatch; while the
+//! first is still running, "in progress".
+//!
+//! A service keeps its keys in `<schema>.idempotency_keys`. An accepted request
+//! records its outcome in the transaction that writes what it created.
+
+use deadpool_postgres::{Pool, Transaction};
+use mart_schema::UserId;
+use sha2::Digest;
+
+/// A request running longer than this is taken as abandoned (its node died).
+const ABANDONED_AFTER_SECS: f64 = 60.0;
+
+/// How a key stands.
+#[derive(Debug)]
+pub enum Claim {
+    /// First use: go ahead.
+    New,
+    /// The first request with this key is still running.
+    Running,
+    /// Done before: its outcome.
+    Done(serde_json::Value),
+    /// Used before with another request.
+    Mismatch,
+}
+
+/// The idempotency keys of one service.
+#[derive(Clone, Debug)]
+pub struct Idempotency {
+    claim: String,
+    read: String,
+    finish: String,
+    forget: String,
+}
+
+/// A stable fingerprint of a request body.
+pub fn fingerprint<T: serde::Serialize>(request: &T) -> String {
+    let json = serde_json::to_vec(request).unwrap_or_default();
+    hex::encode(sha2::Sha256::digest(&json))
+}
+
+impl Idempotency {
+    pub fn new(schema: &str) -> Self {
+        Self {
+            // Keys older than a day are forgotten; an abandoned run is taken over.
+            claim: format!(
+                "insert into {schema}.idempotency_keys as k (user_id, key, request_hash) values ($1, $2, $3) \
+                 on conflict (user_id, key) do update set request_hash = excluded.request_hash, \
+                   outcome = null, created_at = now() \
+                 where k.created_at < now() - interval '24 hours' \
+                    or (k.outcome is null and k.created_at < now() - make_interval(secs => $4)) \
+                 returning 1"
+            ),
+            read: format!(
+                "select request_hash, outcome from {schema}.idempotency_keys where user_id = $1 and key = $2"
+            ),
+            finish: format!(
+                "update {schema}.idempotency_keys set outcome = $3 where user_id = $1 and key = $2"
+            ),
+            forget: format!(
+                "delete from {schema}.idempotency_keys where user_id = $1 and key = $2 and outcome is null"
+            ),
+        }
+    }
+
+    pub async fn claim(
+        &self,
+        pool: &Pool,
+        user: UserId,
+        key: &str,
+        hash: &str,
+    ) -> Result<Claim, String> {
+        let client = pool.get().await.map_err(|e| e.to_string())?;
+        let inserted = client
+            .query_opt(&self.claim, &[&user, &key, &hash, &ABANDONED_AFTER_SECS])
+            .await
+            .map_err(|e| e.to_string())?;
+        if inserted.is_some() {
+            return Ok(Claim::New);
+        }
+        let row = client
+            .query_one(&self.read, &[&user, &key])
+            .await
+            .map_err(|e| e.to_string())?;
+        let stored: String = row.get(0);
+        let outcome: Option<serde_json::Value> = row.get(1);
+        Ok(match (stored == hash, outcome) {
+            (false, _) => Claim::Mismatch,
+            (true, None) => Claim::Running,
+            (true, Some(outcome)) => Claim::Done(outcome),
+        })
+    }
+
+    /// Records the outcome inside the transaction that wrote the result.
+    pub async fn finish_in(
+        &self,
+        tx: &Transaction<'_>,
+        user: UserId,
+        key: &str,
+        outcome: &serde_json::Value,
+    ) -> Result<(), tokio_postgres::Error> {
+        tx.execute(&self.finish, &[&user, &key, outcome])
+            .await
+            .map(|_| ())
+    }
+
+    /// Records a rejection as the key's outcome.
+    pub async fn finish(
+        &self,
+        pool: &Pool,
+        user: UserId,
+        key: &str,
+        outcome: &serde_json::Value,
+    ) -> Result<(), String> {
+        let client = pool.get().await.map_err(|e| e.to_string())?;
+        client
+            .execute(&self.finish, &[&user, &key, outcome])
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// Forgets a key whose request failed for reasons a retry may fix.
+    pub async fn forget(&self, pool: &Pool, user: UserId, key: &str) {
+        if let Ok(client) = pool.get().await {
+            let _ = client.execute(&self.forget, &[&user, &key]).await;
+        }
+    }
+}
