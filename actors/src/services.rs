@@ -15,6 +15,7 @@ use crate::inventory::{
 };
 use crate::orders::{OrderRouter, OrderServiceDeps, OrdersFront, ROUTER as ORDER_ROUTER};
 use crate::outbox::{Dispatcher, DispatcherArgs, dispatcher_name};
+use crate::payments::{PaymentDeps, PaymentService, PaymentsFront, Reconciler};
 use crate::products::{ProductRules, ProductsWorker};
 use crate::supervisor::{ChildSpec, Supervisor, SupervisorMsg};
 use crate::users::{UserRules, worker::UsersWorker};
@@ -30,6 +31,8 @@ pub struct ServiceDeps {
     pub pools: BTreeMap<Service, Pool>,
     pub keys: Arc<TokenKeys>,
     pub settings: ServiceSettings,
+    /// The payment provider; required when payments are hosted.
+    pub payments: Option<PaymentDeps>,
 }
 
 /// Tunables of the services.
@@ -70,8 +73,7 @@ impl Hosted {
     pub async fn start(node: &str, deps: ServiceDeps) -> Result<Self, String> {
         let mut groups = Vec::new();
         for (&service, pool) in &deps.pools {
-            let children =
-                service_children(service, pool.clone(), deps.keys.clone(), deps.settings);
+            let children = service_children(service, pool.clone(), &deps)?;
             let name = format!("{}.supervisor", service.group());
             groups.push(ChildSpec::new(name.clone(), move |parent| {
                 let (name, children) = (name.clone(), children.clone());
@@ -125,9 +127,9 @@ impl Hosted {
 fn service_children(
     service: Service,
     pool: Pool,
-    keys: Arc<TokenKeys>,
-    settings: ServiceSettings,
-) -> Vec<ChildSpec> {
+    deps: &ServiceDeps,
+) -> Result<Vec<ChildSpec>, String> {
+    let (keys, settings) = (deps.keys.clone(), deps.settings);
     let dispatcher_pool = pool.clone();
     let mut children = vec![ChildSpec::new("outbox", move |parent| {
         let args = DispatcherArgs {
@@ -200,6 +202,22 @@ fn service_children(
                 async move { spawn(OrdersFront, deps, parent).await }
             }));
         }
+        Service::Payments => {
+            let payment_deps = deps
+                .payments
+                .clone()
+                .ok_or("hosting payments needs a payment provider (Stripe or the test server)")?;
+            let service = PaymentService::new(pool, payment_deps, settings.call_timeout);
+            let reconciling = service.clone();
+            children.push(ChildSpec::new("front", move |parent| {
+                let service = service.clone();
+                async move { spawn(PaymentsFront, service, parent).await }
+            }));
+            children.push(ChildSpec::new("reconciler", move |parent| {
+                let service = reconciling.clone();
+                async move { spawn(Reconciler, service, parent).await }
+            }));
+        }
         Service::Users => {
             let rules = UserRules::new(pool, keys);
             for i in 0..WORKERS {
@@ -211,7 +229,7 @@ fn service_children(
             }
         }
     }
-    children
+    Ok(children)
 }
 
 /// Spawns an unnamed child linked to `parent`.

@@ -71,6 +71,7 @@ impl Shop {
                     pools,
                     keys,
                     settings: Default::default(),
+                    payments: None,
                 },
             )
             .await

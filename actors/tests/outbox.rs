@@ -88,6 +88,7 @@ async fn start_users(db: &TestDb) -> (Hosted, Users) {
             pools: [(Service::Users, db.pool.clone())].into(),
             keys,
             settings: Default::default(),
+            payments: None,
         },
     )
     .await

@@ -8,6 +8,7 @@ use mart_actors::CallError;
 use mart_schema::FieldErrors;
 use mart_schema::inventory::InventoryError;
 use mart_schema::order::OrderError;
+use mart_schema::payment::PaymentError;
 use mart_schema::product::ProductError;
 use mart_schema::user::UserError;
 use serde::Serialize;
@@ -242,6 +243,33 @@ impl From<OrderError> for ApiError {
                 ApiError::invalid(FieldErrors::single("Idempotency-Key", detail))
             }
             OrderError::Forbidden => forbidden(),
+        }
+    }
+}
+
+impl From<PaymentError> for ApiError {
+    fn from(e: PaymentError) -> Self {
+        let detail = e.to_string();
+        match e {
+            PaymentError::Invalid(errors) => ApiError::invalid(errors),
+            PaymentError::NotFound | PaymentError::OrderNotFound => ApiError::not_found(detail),
+            PaymentError::OrderNotPayable(_) => {
+                ApiError::new(StatusCode::CONFLICT, "not-payable", detail)
+            }
+            PaymentError::BadSignature => {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad-signature", detail)
+            }
+            PaymentError::IdempotencyInProgress => {
+                ApiError::new(StatusCode::CONFLICT, "idempotency-in-progress", detail)
+                    .with_header(ExtraHeader::RetryAfter)
+            }
+            PaymentError::IdempotencyMismatch => {
+                ApiError::invalid(FieldErrors::single("Idempotency-Key", detail))
+            }
+            PaymentError::Provider(_) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "payment-provider", detail)
+                    .with_header(ExtraHeader::RetryAfter)
+            }
         }
     }
 }

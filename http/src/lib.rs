@@ -3,7 +3,7 @@
 //! - [`router`] builds the whole app: routes, OpenAPI document, and the layers
 //!   every request goes through (request id, tracing span, body limit, panic
 //!   guard, trailing-slash tolerance).
-//! - `users`, `products`, `inventory`, `orders`, `health`: routes per area.
+//! - `users`, `products`, `inventory`, `orders`, `payments`, `health`: routes per area.
 //! - [`error`]: `ApiError`, rendered as RFC 9457 problem documents.
 //! - [`extract`]: body/query/bearer extractors whose rejections are problems.
 
@@ -12,6 +12,7 @@ pub mod extract;
 mod health;
 mod inventory;
 mod orders;
+mod payments;
 mod products;
 mod users;
 
@@ -24,7 +25,7 @@ use axum::http::{HeaderName, StatusCode};
 use axum::response::IntoResponse;
 use futures::future::BoxFuture;
 use mart_actors::auth::TokenKeys;
-use mart_actors::{Inventory, Orders, Products, Users};
+use mart_actors::{Inventory, Orders, Payments, Products, Users};
 use tower::Layer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
@@ -50,6 +51,7 @@ pub struct AppState {
     pub products: Products,
     pub inventory: Inventory,
     pub orders: Orders,
+    pub payments: Payments,
     pub keys: Arc<TokenKeys>,
     pub readiness: Readiness,
 }
@@ -91,6 +93,7 @@ pub fn router(state: AppState) -> NormalizePath<Router> {
         .merge(products::routes())
         .merge(inventory::routes())
         .merge(orders::routes())
+        .merge(payments::routes())
         .merge(health::routes())
         .split_for_parts();
     let api = Arc::new(api);

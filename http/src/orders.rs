@@ -36,20 +36,7 @@ async fn place_order(
     headers: HeaderMap,
     Body(request): Body<PlaceOrder>,
 ) -> Result<Response, ApiError> {
-    let key = match headers.get("idempotency-key") {
-        Some(value) => Some(
-            value
-                .to_str()
-                .map_err(|_| {
-                    ApiError::invalid(FieldErrors::single(
-                        "Idempotency-Key",
-                        "must be visible ASCII",
-                    ))
-                })?
-                .to_owned(),
-        ),
-        None => None,
-    };
+    let key = idempotency_key(&headers)?;
     let (order, replayed) = state
         .orders
         .place(caller, key, request.into_items())
@@ -133,6 +120,21 @@ async fn change_order(
     Ok(Json(
         state.orders.transition(Some(caller), id, status).await?,
     ))
+}
+
+/// The optional `Idempotency-Key` header.
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    headers
+        .get("idempotency-key")
+        .map(|value| {
+            value.to_str().map(str::to_owned).map_err(|_| {
+                ApiError::invalid(FieldErrors::single(
+                    "Idempotency-Key",
+                    "must be visible ASCII",
+                ))
+            })
+        })
+        .transpose()
 }
 
 fn order_id(raw: &str) -> Result<OrderId, ApiError> {

@@ -164,6 +164,7 @@ async fn scenarios(
             pools: BTreeMap::from([(Service::Inventory, pool.clone())]),
             keys,
             settings: Default::default(),
+            payments: None,
         },
     )
     .await

@@ -29,6 +29,8 @@ pub enum Command {
     /// Measure reservation throughput against the plain conditional UPDATE
     /// (uses a scratch database on the configured or embedded server).
     Bench(crate::bench::BenchOptions),
+    /// Run mart's Stripe test server on its own.
+    StripeTestServer(StripeTestServerOptions),
     /// Administer accounts.
     Admin {
         #[command(subcommand)]
@@ -95,6 +97,38 @@ pub struct NodeOptions {
     #[arg(long, env = "MART_RESERVATION_TTL", global = true, default_value = "30m", value_parser = humantime::parse_duration)]
     pub reservation_ttl: Duration,
 
+    /// Stripe secret key. Unset: mart runs its own Stripe test server in-process.
+    #[arg(
+        long,
+        env = "MART_STRIPE_SECRET_KEY",
+        global = true,
+        hide_env_values = true
+    )]
+    pub stripe_secret_key: Option<String>,
+
+    /// Stripe's API base URL (for a Stripe test server elsewhere).
+    #[arg(long, env = "MART_STRIPE_API_BASE", global = true)]
+    pub stripe_api_base: Option<String>,
+
+    /// Webhook signing secrets, comma-separated (several during a rotation).
+    #[arg(
+        long,
+        env = "MART_STRIPE_WEBHOOK_SECRET",
+        global = true,
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub stripe_webhook_secret: Vec<String>,
+
+    /// The URL shoppers' browsers reach this edge at (for Stripe's redirects).
+    /// Default: http://<--http-addr>.
+    #[arg(long, env = "MART_PUBLIC_URL", global = true)]
+    pub public_url: Option<String>,
+
+    /// Pending payments older than this are settled by asking Stripe (humantime).
+    #[arg(long, env = "MART_PAYMENT_RECONCILE_AFTER", global = true, default_value = "2m", value_parser = humantime::parse_duration)]
+    pub payment_reconcile_after: Duration,
+
     /// How long the edge waits for a service.
     #[arg(long, env = "MART_CALL_TIMEOUT", global = true, default_value = "5s", value_parser = humantime::parse_duration)]
     pub call_timeout: Duration,
@@ -114,6 +148,23 @@ pub struct NodeOptions {
     /// Log format: `text` or `json`.
     #[arg(long, env = "MART_LOG_FORMAT", global = true, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+}
+
+/// `mart stripe-test-server`
+#[derive(Debug, Clone, Args)]
+pub struct StripeTestServerOptions {
+    /// Where to listen.
+    #[arg(long, default_value = "127.0.0.1:12111")]
+    pub listen: SocketAddr,
+    /// The secret key clients must send.
+    #[arg(long, default_value = "sk_test_mart")]
+    pub api_key: String,
+    /// Where to deliver webhooks (mart's `/stripe/webhook`).
+    #[arg(long)]
+    pub webhook_url: Option<String>,
+    /// The secret webhooks are signed with.
+    #[arg(long, default_value = "whsec_mart_test")]
+    pub webhook_secret: String,
 }
 
 /// The services a node hosts.

@@ -3,12 +3,17 @@
 //! - [`config`]: clap options (every one also a `MART_*` variable).
 //! - [`cluster`]: the `ractor_cluster` listener and the peer keeper.
 //! - [`telemetry`]: tracing subscriber.
+//! - [`stripe_gateway`]: Stripe Checkout through async-stripe.
+//! - [`stripe_server`]: mart's Stripe test server (`mart stripe-test-server`,
+//!   or in-process when no Stripe key is set).
 //! - [`bench`]: `mart bench`, the inventory throughput benchmark.
 //! - [`run`]: `serve`, `migrate`, `bench` and `admin create`, used by `main`.
 
 pub mod bench;
 pub mod cluster;
 pub mod config;
+pub mod stripe_gateway;
+pub mod stripe_server;
 pub mod telemetry;
 
 use std::collections::BTreeMap;
@@ -17,8 +22,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use deadpool_postgres::Pool;
 use mart_actors::auth::TokenKeys;
+use mart_actors::payments::PaymentDeps;
 use mart_actors::users::{AdminOutcome, UserRules};
-use mart_actors::{Hosted, Inventory, Orders, Products, ServiceDeps, ServiceSettings, Users};
+use mart_actors::{
+    Hosted, Inventory, Orders, Payments, Products, ServiceDeps, ServiceSettings, Users,
+};
 use mart_schema::Service;
 use mart_schema::db::{self, Durability, EmbeddedPostgres};
 
@@ -30,6 +38,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     opts.validate().map_err(anyhow::Error::msg)?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(opts).await,
+        Command::StripeTestServer(o) => {
+            let listener = tokio::net::TcpListener::bind(o.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", o.listen))?;
+            let config = stripe_server::StripeTestConfig {
+                api_key: o.api_key,
+                webhook_url: o.webhook_url,
+                webhook_secret: o.webhook_secret,
+                public_base: format!("http://{}", listener.local_addr()?),
+            };
+            tracing::warn!(api = %config.public_base, "mart's Stripe TEST server: no money moves");
+            axum::serve(listener, stripe_server::router(config))
+                .with_graceful_shutdown(shutdown_signal())
+                .await?;
+            Ok(())
+        }
         Command::Migrate => {
             let dbs = Databases::open(&opts, &opts.services.0).await?;
             dbs.close();
@@ -225,6 +249,11 @@ async fn serve(opts: NodeOptions) -> anyhow::Result<()> {
     let hosted = Hosted::start(
         &opts.node_name,
         ServiceDeps {
+            payments: if hosting.contains(&Service::Payments) {
+                Some(payment_deps(&opts).await?)
+            } else {
+                None
+            },
             pools: dbs.pools.clone(),
             keys: keys.clone(),
             settings: ServiceSettings {
@@ -244,13 +273,15 @@ async fn serve(opts: NodeOptions) -> anyhow::Result<()> {
         let products = Products::new(opts.call_timeout);
         let inventory = Inventory::new(opts.call_timeout);
         let orders = Orders::new(opts.call_timeout);
+        let payments = Payments::new(opts.call_timeout);
         let readiness: mart_http::Readiness = {
             let hosted = hosted.clone();
-            let (users, products, inventory, orders) = (
+            let (users, products, inventory, orders, payments) = (
                 users.clone(),
                 products.clone(),
                 inventory.clone(),
                 orders.clone(),
+                payments.clone(),
             );
             Arc::new(move || {
                 let hosted = hosted.clone();
@@ -259,6 +290,7 @@ async fn serve(opts: NodeOptions) -> anyhow::Result<()> {
                     "products": products.is_reachable(),
                     "inventory": inventory.is_reachable(),
                     "orders": orders.is_reachable(),
+                    "payments": payments.is_reachable(),
                 });
                 Box::pin(async move {
                     let services = hosted.health().await;
@@ -281,6 +313,7 @@ async fn serve(opts: NodeOptions) -> anyhow::Result<()> {
             products,
             inventory,
             orders,
+            payments,
             keys,
             readiness,
         });
@@ -308,6 +341,61 @@ async fn serve(opts: NodeOptions) -> anyhow::Result<()> {
     dbs.close();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The payment provider: Stripe when a key is set, else mart's own Stripe test
+/// server, started here.
+async fn payment_deps(opts: &NodeOptions) -> anyhow::Result<PaymentDeps> {
+    let public_url = opts
+        .public_url
+        .clone()
+        .unwrap_or_else(|| match opts.http_addr.0 {
+            Some(addr) => format!("http://{addr}"),
+            None => "http://127.0.0.1:8080".to_owned(),
+        });
+    let reconcile_after = opts.payment_reconcile_after;
+    if let Some(key) = &opts.stripe_secret_key {
+        if opts.stripe_webhook_secret.is_empty() {
+            anyhow::bail!(
+                "MART_STRIPE_SECRET_KEY needs MART_STRIPE_WEBHOOK_SECRET (whsec_...) to verify webhooks"
+            );
+        }
+        let gateway = stripe_gateway::StripeGateway::new(key, opts.stripe_api_base.as_deref())?;
+        return Ok(PaymentDeps {
+            gateway: Arc::new(gateway),
+            public_url,
+            webhook_secrets: opts.stripe_webhook_secret.clone(),
+            reconcile_after,
+        });
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let api_key = format!("sk_test_mart_{}", uuid::Uuid::new_v4().simple());
+    let webhook_secret = format!("whsec_{}", uuid::Uuid::new_v4().simple());
+    let config = stripe_server::StripeTestConfig {
+        api_key: api_key.clone(),
+        webhook_url: Some(format!(
+            "{}/stripe/webhook",
+            public_url.trim_end_matches('/')
+        )),
+        webhook_secret: webhook_secret.clone(),
+        public_base: base.clone(),
+    };
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, stripe_server::router(config)).await {
+            tracing::error!(error = %e, "Stripe test server stopped");
+        }
+    });
+    tracing::warn!(
+        stripe = %base,
+        "TEST MODE: MART_STRIPE_SECRET_KEY is unset, so payments go to mart's own Stripe test server; no money moves"
+    );
+    Ok(PaymentDeps {
+        gateway: Arc::new(stripe_gateway::StripeGateway::new(&api_key, Some(&base))?),
+        public_url,
+        webhook_secrets: vec![webhook_secret],
+        reconcile_after,
+    })
 }
 
 async fn shutdown_signal() {

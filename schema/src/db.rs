@@ -91,6 +91,10 @@ pub fn migrations(service: Service) -> Result<Vec<Migration>, DbError> {
             "V2__orders",
             include_str!("../migrations/orders/V2__orders.sql"),
         )],
+        Service::Payments => &[(
+            "V2__payments",
+            include_str!("../migrations/payments/V2__payments.sql"),
+        )],
     };
     let mut all = vec![
         Migration::unapplied("V1__outbox", &OUTBOX_TEMPLATE.replace("{schema}", schema))

@@ -61,3 +61,7 @@ typed_id!(
     /// An order; reservations are keyed by it.
     OrderId
 );
+typed_id!(
+    /// One payment attempt (one checkout session) for an order.
+    PaymentId
+);

@@ -10,6 +10,7 @@ pub enum Service {
     Products,
     Inventory,
     Orders,
+    Payments,
 }
 
 impl Service {
@@ -19,6 +20,7 @@ impl Service {
         Service::Products,
         Service::Inventory,
         Service::Orders,
+        Service::Payments,
     ];
 
     /// The name used in `--services`, logs and event sources.
@@ -28,6 +30,7 @@ impl Service {
             Service::Products => "products",
             Service::Inventory => "inventory",
             Service::Orders => "orders",
+            Service::Payments => "payments",
         }
     }
 

@@ -41,6 +41,7 @@ pub(crate) enum OrderMsg {
 pub(crate) struct OrderDeps {
     pub(crate) store: OrderStore,
     pub(crate) inventory: Inventory,
+    pub(crate) payments: crate::payments::Payments,
 }
 
 #[derive(Debug)]
@@ -130,6 +131,27 @@ impl Actor for OrderActor {
 }
 
 impl OrderState {
+    /// Releases the reservation and refunds any payment; both idempotent.
+    async fn give_back(&self, id: OrderId) -> Result<(), String> {
+        let failed = |e: String| e;
+        match self.deps.inventory.release(None, id).await {
+            // Already committed (cancelled after payment) or never reserved:
+            // nothing to give back.
+            Ok(_) | Err(crate::CallError::Rejected(_)) => {}
+            Err(e) => return Err(failed(format!("inventory: {e}"))),
+        }
+        match self.deps.payments.refund(id).await {
+            Ok(true) => self
+                .deps
+                .store
+                .record(&self.order, OrderEventKind::Refunded)
+                .await
+                .map_err(|e| failed(format!("{e:?}"))),
+            Ok(false) => Ok(()),
+            Err(e) => Err(failed(format!("payments: {e}"))),
+        }
+    }
+
     /// Decides and persists one transition; the stock step follows in `settle`.
     async fn transition(
         &mut self,
@@ -154,9 +176,8 @@ impl OrderState {
         let (kind, needs_stock_step) = match (current, requested) {
             (S::AwaitingPayment, S::Paid) if internal => (OrderEventKind::Paid, true),
             (S::AwaitingPayment, S::Cancelled) => (OrderEventKind::Cancelled, true),
-            (S::Paid, S::Cancelled) if admin || asker.is_some() => {
-                (OrderEventKind::Cancelled, false)
-            }
+            // Cancelling a paid order refunds it (in the settle step).
+            (S::Paid, S::Cancelled) => (OrderEventKind::Cancelled, true),
             (S::AwaitingPayment, S::Expired)
                 if internal && self.order.expires_at <= OffsetDateTime::now_utc() =>
             {
@@ -206,16 +227,9 @@ impl OrderState {
                     tracing::error!(order = %id, reason = %no, "paid order whose stock could not be committed");
                     Ok(())
                 }
-                other => other.map(|_| ()),
+                other => other.map(|_| ()).map_err(|e| e.to_string()),
             },
-            OrderStatus::Cancelled | OrderStatus::Expired => {
-                match self.deps.inventory.release(None, id).await {
-                    // Already committed (cancelled after payment) or never
-                    // reserved: nothing to give back.
-                    Err(crate::CallError::Rejected(_)) => Ok(()),
-                    other => other.map(|_| ()),
-                }
-            }
+            OrderStatus::Cancelled | OrderStatus::Expired => self.give_back(id).await,
             _ => Ok(()),
         };
         let done = match outcome {

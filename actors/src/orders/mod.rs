@@ -147,6 +147,7 @@ pub(crate) struct OrderServiceDeps {
     pub(crate) store: OrderStore,
     pub(crate) products: Products,
     pub(crate) inventory: Inventory,
+    pub(crate) payments: crate::payments::Payments,
     pub(crate) reservation_ttl: Duration,
 }
 
@@ -156,6 +157,7 @@ impl OrderServiceDeps {
             store: OrderStore::new(pool, Outbox::new(Service::Orders)),
             products: Products::new(call_timeout),
             inventory: Inventory::new(call_timeout),
+            payments: crate::payments::Payments::new(call_timeout),
             reservation_ttl,
         }
     }
@@ -164,6 +166,7 @@ impl OrderServiceDeps {
         OrderDeps {
             store: self.store.clone(),
             inventory: self.inventory.clone(),
+            payments: self.payments.clone(),
         }
     }
 }

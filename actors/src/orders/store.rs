@@ -232,6 +232,23 @@ impl OrderStore {
         Ok(true)
     }
 
+    /// Publishes an event about the order without changing it (`order.refunded`).
+    pub(crate) async fn record(
+        &self,
+        order: &Order,
+        kind: mart_schema::order::OrderEventKind,
+    ) -> StoreResult<()> {
+        let mut client = self.pool.get().await.map_err(db)?;
+        let tx = client.transaction().await.map_err(db)?;
+        self.outbox
+            .append(&tx, &[OrderEvent::of(kind, order)])
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        self.outbox.wake();
+        Ok(())
+    }
+
     pub(crate) async fn mark_settled(&self, id: OrderId) -> StoreResult<()> {
         let client = self.pool.get().await.map_err(db)?;
         client

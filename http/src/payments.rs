@@ -1,0 +1,158 @@
+//! Payments (the seed's paths, kept): `/payments`, `/payments/{id}`, the Stripe
+//! redirects `/stripe-callback/payment-success/` and `/payment-fail/`, and the
+//! webhook `/stripe/webhook`.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use mart_schema::payment::{Payment, PaymentOutcome, PaymentRequest, PaymentStatus};
+use mart_schema::{FieldErrors, PaymentId};
+use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AppState;
+use crate::error::{ApiError, Problem};
+use crate::extract::{Auth, Body, Query};
+
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_payment))
+        .routes(routes!(get_payment))
+        .routes(routes!(payment_success))
+        .routes(routes!(payment_fail))
+        .routes(routes!(stripe_webhook))
+}
+
+/// Pay for an order: a Stripe Checkout Session for the order's amount.
+#[utoipa::path(post, path = "/payments", tag = "payments", security(("bearer" = [])),
+    request_body = PaymentRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "same key and body within 24 h: the first answer again")),
+    responses((status = 201, body = Payment), (status = 404, body = Problem),
+              (status = 409, description = "the order is not awaiting payment", body = Problem)))]
+async fn create_payment(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    headers: HeaderMap,
+    Body(request): Body<PaymentRequest>,
+) -> Result<Response, ApiError> {
+    let key = crate::orders::idempotency_key(&headers)?;
+    let (payment, replayed) = state.payments.create(caller, key, request.order_id).await?;
+    let mut response = (StatusCode::CREATED, Json(payment)).into_response();
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+/// One payment (its owner or an admin).
+#[utoipa::path(get, path = "/payments/{id}", tag = "payments", security(("bearer" = [])),
+    params(("id" = String, Path, description = "payment id")),
+    responses((status = 200, body = Payment), (status = 404, body = Problem)))]
+async fn get_payment(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Payment>, ApiError> {
+    let id: PaymentId = id
+        .parse()
+        .map_err(|_| ApiError::not_found("no such payment"))?;
+    Ok(Json(state.payments.get(caller, id).await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct Callback {
+    session_id: Option<String>,
+}
+
+fn session_of(callback: Callback) -> Result<String, ApiError> {
+    callback
+        .session_id
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError::invalid(FieldErrors::single("session_id", "is required")))
+}
+
+/// Browsers get a small page; API clients get JSON.
+fn render(headers: &HeaderMap, outcome: PaymentOutcome) -> Response {
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    if !wants_html {
+        return Json(outcome).into_response();
+    }
+    let message = match outcome.status {
+        PaymentStatus::Succeeded => {
+            "Thank you: your payment was received and your order is confirmed."
+        }
+        PaymentStatus::Pending => {
+            "Your payment is not confirmed yet. This page will know once Stripe does."
+        }
+        PaymentStatus::Failed => {
+            "The payment was not completed. You can try again until the order expires."
+        }
+        PaymentStatus::Expired => "This checkout expired.",
+        PaymentStatus::Refunded => "This payment was refunded.",
+    };
+    Html(format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>mart: payment</title></head>\
+         <body><h1>{message}</h1><p>Order <code>{}</code>, payment <code>{}</code>: <b>{:?}</b></p></body></html>",
+        outcome.order_id, outcome.payment_id, outcome.status
+    ))
+    .into_response()
+}
+
+/// Where Stripe sends the shopper after paying. Asks Stripe; reloading is harmless.
+#[utoipa::path(get, path = "/stripe-callback/payment-success", tag = "payments", params(Callback),
+    responses((status = 200, body = PaymentOutcome), (status = 404, body = Problem)))]
+async fn payment_success(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(callback): Query<Callback>,
+) -> Result<Response, ApiError> {
+    let outcome = state.payments.confirm(session_of(callback)?).await?;
+    Ok(render(&headers, outcome))
+}
+
+/// Where Stripe sends the shopper who cancelled. The order can still be paid.
+#[utoipa::path(get, path = "/stripe-callback/payment-fail", tag = "payments", params(Callback),
+    responses((status = 200, body = PaymentOutcome), (status = 404, body = Problem)))]
+async fn payment_fail(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(callback): Query<Callback>,
+) -> Result<Response, ApiError> {
+    let outcome = state.payments.fail(session_of(callback)?).await?;
+    Ok(render(&headers, outcome))
+}
+
+/// Stripe's events, verified against `Stripe-Signature` over the raw body.
+#[utoipa::path(post, path = "/stripe/webhook", tag = "payments",
+    request_body(content = String, content_type = "application/json", description = "the raw Stripe event"),
+    responses((status = 200), (status = 400, description = "bad signature", body = Problem)))]
+async fn stripe_webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let signature = headers
+        .get("stripe-signature")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad-signature",
+                "missing Stripe-Signature",
+            )
+        })?;
+    state
+        .payments
+        .webhook(body.to_vec(), signature.to_owned())
+        .await?;
+    Ok(StatusCode::OK)
+}
