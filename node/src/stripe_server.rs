@@ -88,20 +88,21 @@ fn stripe_error(status: StatusCode, kind: &str, message: &str, param: Option<&st
     (status, axum::Json(json!({ "error": error }))).into_response()
 }
 
-fn authorized(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
     let expected = format!("Bearer {}", shared.config.api_key);
-    match headers
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-    {
-        Some(given) if given == expected => Ok(()),
-        _ => Err(stripe_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_request_error",
-            "Invalid API Key provided.",
-            None,
-        )),
-    }
+        .is_some_and(|given| given == expected)
+}
+
+fn unauthorized() -> Response {
+    stripe_error(
+        StatusCode::UNAUTHORIZED,
+        "invalid_request_error",
+        "Invalid API Key provided.",
+        None,
+    )
 }
 
 fn now() -> i64 {
@@ -145,8 +146,8 @@ fn remember(shared: &Shared, headers: &HeaderMap, body: &Bytes, status: StatusCo
 }
 
 async fn create_session(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(denied) = authorized(&shared, &headers) {
-        return denied;
+    if !authorized(&shared, &headers) {
+        return unauthorized();
     }
     if let Some(replayed) = replay(&shared, &headers, &body) {
         return replayed;
@@ -281,8 +282,8 @@ async fn retrieve_session(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(denied) = authorized(&shared, &headers) {
-        return denied;
+    if !authorized(&shared, &headers) {
+        return unauthorized();
     }
     match session(&shared, &id) {
         Some(session) => axum::Json(session).into_response(),
@@ -295,8 +296,8 @@ async fn expire_session(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(denied) = authorized(&shared, &headers) {
-        return denied;
+    if !authorized(&shared, &headers) {
+        return unauthorized();
     }
     let Some(current) = session(&shared, &id) else {
         return missing("checkout.session", &id);
@@ -341,8 +342,8 @@ async fn expire_loop(shared: Shared) {
 }
 
 async fn create_refund(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(denied) = authorized(&shared, &headers) {
-        return denied;
+    if !authorized(&shared, &headers) {
+        return unauthorized();
     }
     if let Some(replayed) = replay(&shared, &headers, &body) {
         return replayed;

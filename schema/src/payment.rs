@@ -48,8 +48,7 @@ impl std::str::FromStr for PaymentStatus {
 pub struct Payment {
     pub id: PaymentId,
     pub order_id: OrderId,
-    #[serde(skip_serializing)]
-    #[schema(ignore)]
+    /// The order's owner.
     pub user_id: UserId,
     pub status: PaymentStatus,
     /// Minor units of `currency`, from the order.

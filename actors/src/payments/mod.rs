@@ -311,7 +311,16 @@ impl PaymentService {
                 replay.map(|p| (p, true)).map_err(Failure::Rejected)
             }
             Claim::New => match self.create_once(caller, order, Some(&key)).await {
-                Ok(payment) => Ok((payment, false)),
+                Ok(payment) => {
+                    // A new payment recorded this with its session; an existing
+                    // live one (a concurrent click) did not.
+                    let outcome = serde_json::to_value(Ok::<&Payment, PaymentError>(&payment))
+                        .unwrap_or_default();
+                    keys.finish(&self.store.pool, caller.user_id, &key, &outcome)
+                        .await
+                        .map_err(Failure::Infrastructure)?;
+                    Ok((payment, false))
+                }
                 Err(Failure::Rejected(no)) => {
                     let outcome =
                         serde_json::to_value(Err::<Payment, _>(no.clone())).unwrap_or_default();
@@ -573,10 +582,12 @@ impl PaymentService {
     async fn handle_event(&self, kind: &str, object: &serde_json::Value) -> Outcome<()> {
         let session = object["id"].as_str().unwrap_or_default();
         match kind {
-            "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
-                if kind.ends_with("succeeded") || object["payment_status"] == "paid" {
-                    self.confirm(session).await?;
-                }
+            // A completed session may still be awaiting an async payment method.
+            "checkout.session.completed" if object["payment_status"] == "paid" => {
+                self.confirm(session).await?;
+            }
+            "checkout.session.async_payment_succeeded" => {
+                self.confirm(session).await?;
             }
             "checkout.session.async_payment_failed" => {
                 self.fail(session).await?;

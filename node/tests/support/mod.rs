@@ -47,6 +47,8 @@ pub struct NodeSpec {
     pub extra_env: Vec<(String, String)>,
     /// Defaults to a fresh temporary directory, removed with the node.
     pub data_dir: Option<PathBuf>,
+    /// Defaults to a free port.
+    pub http_port: Option<u16>,
 }
 
 impl NodeSpec {
@@ -68,7 +70,7 @@ impl NodeSpec {
 
 impl Node {
     pub async fn start(spec: NodeSpec) -> Node {
-        let http_port = free_port();
+        let http_port = spec.http_port.unwrap_or_else(free_port);
         let data_dir = spec.data_dir.clone().unwrap_or_else(|| {
             std::env::temp_dir().join(format!("mart-node-test-{}", uuid::Uuid::new_v4().simple()))
         });
@@ -358,4 +360,62 @@ pub async fn problem(response: Response, status: StatusCode) -> Value {
     assert_eq!(body["status"], status.as_u16());
     assert!(body["type"].is_string() && body["title"].is_string() && body["detail"].is_string());
     body
+}
+
+/// mart's Stripe test server as its own process, killed when dropped.
+pub struct StripeServer {
+    child: Child,
+    pub base: String,
+}
+
+pub const STRIPE_KEY: &str = "sk_test_from_the_tests";
+pub const WEBHOOK_SECRET: &str = "whsec_from_the_tests";
+
+impl StripeServer {
+    /// Starts it, delivering webhooks to `webhook_url`.
+    pub async fn start(webhook_url: &str) -> StripeServer {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_mart"))
+            .args([
+                "stripe-test-server",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .args(["--api-key", STRIPE_KEY, "--webhook-secret", WEBHOOK_SECRET])
+            .args(["--webhook-url", webhook_url])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn stripe-test-server");
+        let base = format!("http://127.0.0.1:{port}");
+        let started = Instant::now();
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "stripe test server did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        StripeServer { child, base }
+    }
+
+    /// The environment a node needs to use this server.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("MART_STRIPE_SECRET_KEY".into(), STRIPE_KEY.into()),
+            ("MART_STRIPE_API_BASE".into(), self.base.clone()),
+            ("MART_STRIPE_WEBHOOK_SECRET".into(), WEBHOOK_SECRET.into()),
+        ]
+    }
+}
+
+impl Drop for StripeServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
