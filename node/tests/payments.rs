@@ -255,6 +255,41 @@ async fn a_shopper_pays_on_the_checkout_page_and_the_order_is_paid_once() {
         StatusCode::CONFLICT,
     )
     .await;
+
+    // The admin ships and delivers it; a shipped order can no longer be cancelled.
+    let path = format!("/orders/{}", c.order);
+    problem(
+        shop.api
+            .patch(&path, &c.token, json!({"status": "shipped"}))
+            .await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    assert_eq!(
+        shop.api
+            .patch(&path, &shop.admin, json!({"status": "shipped"}))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    problem(
+        shop.api
+            .patch(&path, &c.token, json!({"status": "cancelled"}))
+            .await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    let delivered: Value = shop
+        .api
+        .patch(&path, &shop.admin, json!({"status": "delivered"}))
+        .await
+        .json()
+        .await
+        .expect("delivered");
+    assert_eq!(delivered["status"], "delivered");
+    for kind in ["order.shipped", "order.delivered"] {
+        assert_eq!(shop.events("orders", kind).await, 1, "{kind}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
