@@ -11,7 +11,7 @@
 //!   durable subscribers until acknowledged.
 //! - [`auth`]: signing and verifying access tokens.
 //! - [`idempotency`]: `Idempotency-Key` handling for requests that create things.
-//! - [`users`], [`products`], [`inventory`], [`orders`], [`payments`]: the services and their handles.
+//! - [`users`], [`products`], [`inventory`], [`orders`], [`payments`], [`notifications`]: the services and their handles.
 //!
 //! Invariant: a handler's `Err` means broken infrastructure (the actor crashes and
 //! is restarted); every business "no" travels back in the reply.
@@ -20,6 +20,7 @@ pub mod auth;
 pub mod call;
 pub mod idempotency;
 pub mod inventory;
+pub mod notifications;
 pub mod orders;
 pub mod outbox;
 pub mod payments;
@@ -31,6 +32,7 @@ pub mod wire;
 
 pub use call::CallError;
 pub use inventory::Inventory;
+pub use notifications::Notifications;
 pub use orders::Orders;
 pub use payments::Payments;
 pub use products::Products;

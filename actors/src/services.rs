@@ -13,6 +13,9 @@ use crate::auth::TokenKeys;
 use crate::inventory::{
     CATALOG_SUBSCRIBER, CatalogSubscriber, InventoryFront, ROUTER, StockRouter,
 };
+use crate::notifications::{
+    MailSender, Mailer, NotificationSubscriber, NotificationsFront, SENDER, SUBSCRIBER,
+};
 use crate::orders::{OrderRouter, OrderServiceDeps, OrdersFront, ROUTER as ORDER_ROUTER};
 use crate::outbox::{Dispatcher, DispatcherArgs, dispatcher_name};
 use crate::payments::{PaymentDeps, PaymentService, PaymentsFront, Reconciler};
@@ -33,6 +36,8 @@ pub struct ServiceDeps {
     pub settings: ServiceSettings,
     /// The payment provider; required when payments are hosted.
     pub payments: Option<PaymentDeps>,
+    /// How mail leaves; required when notifications are hosted.
+    pub mailer: Option<Arc<dyn Mailer>>,
 }
 
 /// Tunables of the services.
@@ -216,6 +221,41 @@ fn service_children(
             children.push(ChildSpec::new("reconciler", move |parent| {
                 let service = reconciling.clone();
                 async move { spawn(Reconciler, service, parent).await }
+            }));
+        }
+        Service::Notifications => {
+            let mailer = deps
+                .mailer
+                .clone()
+                .ok_or("hosting notifications needs a mailer (SMTP or files)")?;
+            let (front_pool, sender_pool) = (pool.clone(), pool.clone());
+            let timeout = settings.call_timeout;
+            children.push(ChildSpec::new("front", move |parent| {
+                let pool = front_pool.clone();
+                async move { spawn(NotificationsFront, pool, parent).await }
+            }));
+            children.push(ChildSpec::new("sender", move |parent| {
+                let args = (sender_pool.clone(), mailer.clone());
+                async move {
+                    Actor::spawn_linked(Some(SENDER.into()), MailSender, args, parent)
+                        .await
+                        .map(|(actor, _)| actor.get_cell())
+                        .map_err(|e| e.to_string())
+                }
+            }));
+            children.push(ChildSpec::new("subscriber", move |parent| {
+                let args = (pool.clone(), timeout);
+                async move {
+                    Actor::spawn_linked(
+                        Some(SUBSCRIBER.into()),
+                        NotificationSubscriber,
+                        args,
+                        parent,
+                    )
+                    .await
+                    .map(|(actor, _)| actor.get_cell())
+                    .map_err(|e| e.to_string())
+                }
             }));
         }
         Service::Users => {

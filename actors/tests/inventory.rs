@@ -72,6 +72,7 @@ impl Shop {
                     keys,
                     settings: Default::default(),
                     payments: None,
+                    mailer: None,
                 },
             )
             .await

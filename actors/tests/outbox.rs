@@ -89,6 +89,7 @@ async fn start_users(db: &TestDb) -> (Hosted, Users) {
             keys,
             settings: Default::default(),
             payments: None,
+            mailer: None,
         },
     )
     .await

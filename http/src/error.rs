@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use mart_actors::CallError;
 use mart_schema::FieldErrors;
 use mart_schema::inventory::InventoryError;
+use mart_schema::notification::NotificationError;
 use mart_schema::order::OrderError;
 use mart_schema::payment::PaymentError;
 use mart_schema::product::ProductError;
@@ -270,6 +271,16 @@ impl From<PaymentError> for ApiError {
                 ApiError::new(StatusCode::BAD_GATEWAY, "payment-provider", detail)
                     .with_header(ExtraHeader::RetryAfter)
             }
+        }
+    }
+}
+
+impl From<NotificationError> for ApiError {
+    fn from(e: NotificationError) -> Self {
+        match e {
+            NotificationError::Invalid(errors) => ApiError::invalid(errors),
+            NotificationError::NotFound => ApiError::not_found("no such notification"),
+            NotificationError::Forbidden => forbidden(),
         }
     }
 }

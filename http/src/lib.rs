@@ -3,7 +3,7 @@
 //! - [`router`] builds the whole app: routes, OpenAPI document, and the layers
 //!   every request goes through (request id, tracing span, body limit, panic
 //!   guard, trailing-slash tolerance).
-//! - `users`, `products`, `inventory`, `orders`, `payments`, `health`: routes per area.
+//! - `users`, `products`, `inventory`, `orders`, `payments`, `notifications`, `health`: routes per area.
 //! - [`error`]: `ApiError`, rendered as RFC 9457 problem documents.
 //! - [`extract`]: body/query/bearer extractors whose rejections are problems.
 
@@ -11,6 +11,7 @@ pub mod error;
 pub mod extract;
 mod health;
 mod inventory;
+mod notifications;
 mod orders;
 mod payments;
 mod products;
@@ -25,7 +26,7 @@ use axum::http::{HeaderName, StatusCode};
 use axum::response::IntoResponse;
 use futures::future::BoxFuture;
 use mart_actors::auth::TokenKeys;
-use mart_actors::{Inventory, Orders, Payments, Products, Users};
+use mart_actors::{Inventory, Notifications, Orders, Payments, Products, Users};
 use tower::Layer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
@@ -52,6 +53,7 @@ pub struct AppState {
     pub inventory: Inventory,
     pub orders: Orders,
     pub payments: Payments,
+    pub notifications: Notifications,
     pub keys: Arc<TokenKeys>,
     pub readiness: Readiness,
 }
@@ -94,6 +96,7 @@ pub fn router(state: AppState) -> NormalizePath<Router> {
         .merge(inventory::routes())
         .merge(orders::routes())
         .merge(payments::routes())
+        .merge(notifications::routes())
         .merge(health::routes())
         .split_for_parts();
     let api = Arc::new(api);

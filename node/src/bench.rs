@@ -165,6 +165,7 @@ async fn scenarios(
             keys,
             settings: Default::default(),
             payments: None,
+            mailer: None,
         },
     )
     .await

@@ -129,6 +129,20 @@ pub struct NodeOptions {
     #[arg(long, env = "MART_PAYMENT_RECONCILE_AFTER", global = true, default_value = "2m", value_parser = humantime::parse_duration)]
     pub payment_reconcile_after: Duration,
 
+    /// SMTP server: `smtp://host:port`, `smtps://user:pass@host`, or with
+    /// `?tls=required` for STARTTLS. Unset: `.eml` files under the data directory.
+    #[arg(long, env = "MART_SMTP_URL", global = true, hide_env_values = true)]
+    pub smtp_url: Option<String>,
+
+    /// Sender of every email.
+    #[arg(
+        long,
+        env = "MART_MAIL_FROM",
+        global = true,
+        default_value = "mart <noreply@mart.localhost>"
+    )]
+    pub mail_from: String,
+
     /// How long the edge waits for a service.
     #[arg(long, env = "MART_CALL_TIMEOUT", global = true, default_value = "5s", value_parser = humantime::parse_duration)]
     pub call_timeout: Duration,

@@ -3,6 +3,7 @@
 //! - [`config`]: clap options (every one also a `MART_*` variable).
 //! - [`cluster`]: the `ractor_cluster` listener and the peer keeper.
 //! - [`telemetry`]: tracing subscriber.
+//! - [`mail`]: how mail leaves (lettre: SMTP or `.eml` files).
 //! - [`stripe_gateway`]: Stripe Checkout through async-stripe.
 //! - [`stripe_server`]: mart's Stripe test server (`mart stripe-test-server`,
 //!   or in-process when no Stripe key is set).
@@ -12,6 +13,7 @@
 pub mod bench;
 pub mod cluster;
 pub mod config;
+pub mod mail;
 pub mod stripe_gateway;
 pub mod stripe_server;
 pub mod telemetry;
@@ -25,7 +27,8 @@ use mart_actors::auth::TokenKeys;
 use mart_actors::payments::PaymentDeps;
 use mart_actors::users::{AdminOutcome, UserRules};
 use mart_actors::{
-    Hosted, Inventory, Orders, Payments, Products, ServiceDeps, ServiceSettings, Users,
+    Hosted, Inventory, Notifications, Orders, Payments, Products, ServiceDeps, ServiceSettings,
+    Users,
 };
 use mart_schema::Service;
 use mart_schema::db::{self, Durability, EmbeddedPostgres};
@@ -249,6 +252,11 @@ async fn serve(opts: NodeOptions) -> anyhow::Result<()> {
     let hosted = Hosted::start(
         &opts.node_name,
         ServiceDeps {
+            mailer: if hosting.contains(&Service::Notifications) {
+                Some(mailer(&opts)?)
+            } else {
+                None
+            },
             payments: if hosting.contains(&Service::Payments) {
                 Some(payment_deps(&opts).await?)
             } else {
@@ -274,14 +282,16 @@ async fn serve(opts: NodeOptions) -> anyhow::Result<()> {
         let inventory = Inventory::new(opts.call_timeout);
         let orders = Orders::new(opts.call_timeout);
         let payments = Payments::new(opts.call_timeout);
+        let notifications = Notifications::new(opts.call_timeout);
         let readiness: mart_http::Readiness = {
             let hosted = hosted.clone();
-            let (users, products, inventory, orders, payments) = (
+            let (users, products, inventory, orders, payments, notifications) = (
                 users.clone(),
                 products.clone(),
                 inventory.clone(),
                 orders.clone(),
                 payments.clone(),
+                notifications.clone(),
             );
             Arc::new(move || {
                 let hosted = hosted.clone();
@@ -291,6 +301,7 @@ async fn serve(opts: NodeOptions) -> anyhow::Result<()> {
                     "inventory": inventory.is_reachable(),
                     "orders": orders.is_reachable(),
                     "payments": payments.is_reachable(),
+                    "notifications": notifications.is_reachable(),
                 });
                 Box::pin(async move {
                     let services = hosted.health().await;
@@ -314,6 +325,7 @@ async fn serve(opts: NodeOptions) -> anyhow::Result<()> {
             inventory,
             orders,
             payments,
+            notifications,
             keys,
             readiness,
         });
@@ -341,6 +353,18 @@ async fn serve(opts: NodeOptions) -> anyhow::Result<()> {
     dbs.close();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How mail leaves: SMTP when configured, else `.eml` files in the data directory.
+fn mailer(opts: &NodeOptions) -> anyhow::Result<Arc<dyn mart_actors::notifications::Mailer>> {
+    match &opts.smtp_url {
+        Some(url) => Ok(Arc::new(mail::LettreMailer::smtp(url, &opts.mail_from)?)),
+        None => {
+            let dir = opts.data_dir.join("mail");
+            tracing::info!(dir = %dir.display(), "MART_SMTP_URL is unset: mail is written to files");
+            Ok(Arc::new(mail::LettreMailer::files(&dir, &opts.mail_from)?))
+        }
+    }
 }
 
 /// The payment provider: Stripe when a key is set, else mart's own Stripe test

@@ -95,6 +95,10 @@ pub fn migrations(service: Service) -> Result<Vec<Migration>, DbError> {
             "V2__payments",
             include_str!("../migrations/payments/V2__payments.sql"),
         )],
+        Service::Notifications => &[(
+            "V2__notifications",
+            include_str!("../migrations/notifications/V2__notifications.sql"),
+        )],
     };
     let mut all = vec![
         Migration::unapplied("V1__outbox", &OUTBOX_TEMPLATE.replace("{schema}", schema))

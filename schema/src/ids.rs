@@ -65,3 +65,7 @@ typed_id!(
     /// One payment attempt (one checkout session) for an order.
     PaymentId
 );
+typed_id!(
+    /// One email in the notification log.
+    NotificationId
+);

@@ -3,7 +3,7 @@
 //! - [`ids`]: typed UUID v7 identifiers (`UserId`, `EventId`).
 //! - [`money`]: `Money` (i64 minor units) and `Currency` (ISO 4217).
 //! - [`service`]: the services a node can host and the names they go by.
-//! - [`user`], [`product`], [`inventory`], [`order`], [`payment`]: requests, replies, events and errors
+//! - [`user`], [`product`], [`inventory`], [`order`], [`payment`], [`notification`]: requests, replies, events and errors
 //!   of each service.
 //! - [`event`]: the envelope every domain event travels in.
 //! - [`page`]: keyset pagination (`{items, next_cursor}`).
@@ -16,6 +16,7 @@ pub mod event;
 pub mod ids;
 pub mod inventory;
 pub mod money;
+pub mod notification;
 pub mod order;
 pub mod page;
 pub mod payment;
@@ -25,7 +26,7 @@ pub mod service;
 pub mod user;
 
 pub use event::EventEnvelope;
-pub use ids::{EventId, OrderId, PaymentId, ProductId, UserId};
+pub use ids::{EventId, NotificationId, OrderId, PaymentId, ProductId, UserId};
 pub use money::{Currency, Money};
 pub use page::{Page, PageRequest};
 pub use problem::FieldErrors;

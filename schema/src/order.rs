@@ -179,6 +179,9 @@ pub struct OrderEvent {
     pub currency: Currency,
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
+    /// On `order.cancelled`: the order was paid, so the money goes back.
+    #[serde(default)]
+    pub refund_due: bool,
 }
 
 /// Which event an [`OrderEvent`] is.
@@ -224,6 +227,7 @@ impl OrderEvent {
             total: order.total,
             currency: order.currency,
             expires_at: order.expires_at,
+            refund_due: false,
         }
     }
 }

@@ -11,6 +11,7 @@ pub enum Service {
     Inventory,
     Orders,
     Payments,
+    Notifications,
 }
 
 impl Service {
@@ -21,6 +22,7 @@ impl Service {
         Service::Inventory,
         Service::Orders,
         Service::Payments,
+        Service::Notifications,
     ];
 
     /// The name used in `--services`, logs and event sources.
@@ -31,6 +33,7 @@ impl Service {
             Service::Inventory => "inventory",
             Service::Orders => "orders",
             Service::Payments => "payments",
+            Service::Notifications => "notifications",
         }
     }
 

@@ -195,7 +195,8 @@ impl OrderState {
         let mut next = self.order.clone();
         next.status = requested;
         next.updated_at = OrderStore::now();
-        let event = OrderEvent::of(kind, &next);
+        let mut event = OrderEvent::of(kind, &next);
+        event.refund_due = current == S::Paid && requested == S::Cancelled;
         let moved = self
             .deps
             .store
