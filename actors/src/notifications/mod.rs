@@ -326,7 +326,9 @@ impl Actor for NotificationSubscriber {
         (pool, timeout): Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         let templates = Arc::new(Templates::load()?);
-        subscribe(&myself, &[Service::Users, Service::Orders]);
+        // Payment events send nothing today; the subscription keeps their history
+        // available for templates to come.
+        subscribe(&myself, &[Service::Users, Service::Orders, Service::Payments]);
         Ok(SubscriberState {
             pool,
             templates,

@@ -419,3 +419,141 @@ impl Drop for StripeServer {
         let _ = self.child.wait();
     }
 }
+
+/// One message an [`SmtpSink`] accepted.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub to: Vec<String>,
+    pub data: String,
+}
+
+/// A real SMTP server on loopback that keeps what it receives. Recipients whose
+/// address contains `reject` are refused with a permanent 550.
+pub struct SmtpSink {
+    pub port: u16,
+    messages: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SmtpSink {
+    pub async fn start(port: u16) -> SmtpSink {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind sink");
+        let messages = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let store = messages.clone();
+        let task = tokio::spawn(async move {
+            // Connections live in the set: stopping the sink ends them all.
+            let mut sessions = tokio::task::JoinSet::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                sessions.spawn(smtp_session(stream, store.clone()));
+            }
+        });
+        SmtpSink {
+            port,
+            messages,
+            task,
+        }
+    }
+
+    pub fn messages(&self) -> Vec<Received> {
+        self.messages.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    pub fn to(&self, address: &str) -> Vec<Received> {
+        self.messages()
+            .into_iter()
+            .filter(|m| m.to.iter().any(|t| t == address))
+            .collect()
+    }
+
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
+async fn smtp_session(
+    stream: tokio::net::TcpStream,
+    store: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    write.write_all(b"220 mart-test-sink ESMTP\r\n").await?;
+    let mut to = Vec::new();
+    while let Some(line) = lines.next_line().await? {
+        let upper = line.to_ascii_uppercase();
+        let reply: &[u8] = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
+            b"250 mart-test-sink\r\n"
+        } else if upper.starts_with("MAIL FROM") {
+            to.clear();
+            b"250 2.1.0 ok\r\n"
+        } else if upper.starts_with("RCPT TO") {
+            let address = line[8..]
+                .trim()
+                .trim_start_matches(['<', ':'])
+                .trim_end_matches('>')
+                .to_owned();
+            if address.contains("reject") {
+                b"550 5.1.1 no such mailbox here\r\n"
+            } else {
+                to.push(address);
+                b"250 2.1.5 ok\r\n"
+            }
+        } else if upper == "DATA" {
+            write.write_all(b"354 go ahead\r\n").await?;
+            let mut data = String::new();
+            while let Some(line) = lines.next_line().await? {
+                if line == "." {
+                    break;
+                }
+                data.push_str(line.strip_prefix('.').unwrap_or(&line));
+                data.push('\n');
+            }
+            if let Ok(mut messages) = store.lock() {
+                messages.push(Received {
+                    to: std::mem::take(&mut to),
+                    data,
+                });
+            }
+            b"250 2.0.0 queued\r\n"
+        } else if upper == "QUIT" {
+            write.write_all(b"221 bye\r\n").await?;
+            return Ok(());
+        } else {
+            b"250 ok\r\n"
+        };
+        write.write_all(reply).await?;
+    }
+    Ok(())
+}
+
+impl Api {
+    /// A product with `stock`, once inventory has its record.
+    pub async fn stocked_product(&self, admin: &str, name: &str, price: i64, stock: i64) -> String {
+        let response = self
+            .post_json(
+                "/products/",
+                Some(admin),
+                json!({"name": name, "price": price, "stock": stock}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let id = response.json::<Value>().await.expect("product")["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        for _ in 0..200 {
+            if self
+                .get(&format!("/inventory/{id}"), Some(admin))
+                .await
+                .status()
+                == StatusCode::OK
+            {
+                return id;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no stock record for {name}");
+    }
+}
