@@ -328,7 +328,10 @@ impl Actor for NotificationSubscriber {
         let templates = Arc::new(Templates::load()?);
         // Payment events send nothing today; the subscription keeps their history
         // available for templates to come.
-        subscribe(&myself, &[Service::Users, Service::Orders, Service::Payments]);
+        subscribe(
+            &myself,
+            &[Service::Users, Service::Orders, Service::Payments],
+        );
         Ok(SubscriberState {
             pool,
             templates,
