@@ -29,6 +29,8 @@ pub enum Command {
     /// Measure reservation throughput against the plain conditional UPDATE
     /// (uses a scratch database on the configured or embedded server).
     Bench(crate::bench::BenchOptions),
+    /// Run librdkafka's mock Kafka cluster on loopback for development (not durable).
+    KafkaDevBroker,
     /// Run mart's Stripe test server on its own.
     StripeTestServer(StripeTestServerOptions),
     /// Administer accounts.
@@ -142,6 +144,39 @@ pub struct NodeOptions {
         default_value = "mart <noreply@mart.localhost>"
     )]
     pub mail_from: String,
+
+    /// Kafka bootstrap servers for the bridge, or `embedded` for an in-process
+    /// mock cluster. Unset: the bridge is off and the outboxes keep every event.
+    /// Any librdkafka setting passes through as `MART_KAFKA_<NAME>`.
+    #[arg(long, env = "MART_KAFKA_BROKERS", global = true)]
+    pub kafka_brokers: Option<String>,
+
+    /// Topics are `<prefix>.<service>.v1`.
+    #[arg(
+        long,
+        env = "MART_KAFKA_TOPIC_PREFIX",
+        global = true,
+        default_value = "mart"
+    )]
+    pub kafka_topic_prefix: String,
+
+    /// Partitions of topics the bridge creates.
+    #[arg(
+        long,
+        env = "MART_KAFKA_PARTITIONS",
+        global = true,
+        default_value_t = 3
+    )]
+    pub kafka_partitions: i32,
+
+    /// Replication factor of topics the bridge creates.
+    #[arg(
+        long,
+        env = "MART_KAFKA_REPLICATION",
+        global = true,
+        default_value_t = 1
+    )]
+    pub kafka_replication: i32,
 
     /// How long the edge waits for a service.
     #[arg(long, env = "MART_CALL_TIMEOUT", global = true, default_value = "5s", value_parser = humantime::parse_duration)]

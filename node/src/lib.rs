@@ -41,6 +41,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     opts.validate().map_err(anyhow::Error::msg)?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(opts).await,
+        Command::KafkaDevBroker => {
+            let bootstrap = mart_bridge::dev_broker().map_err(anyhow::Error::msg)?;
+            println!("{bootstrap}");
+            tracing::warn!(%bootstrap, "Kafka dev broker (librdkafka mock cluster): in memory only, NOT durable");
+            shutdown_signal().await;
+            Ok(())
+        }
         Command::StripeTestServer(o) => {
             let listener = tokio::net::TcpListener::bind(o.listen)
                 .await
@@ -273,6 +280,7 @@ async fn serve(opts: NodeOptions) -> anyhow::Result<()> {
     .await
     .map_err(anyhow::Error::msg)?;
     tracing::info!(node = %opts.node_name, services = ?hosted.services(), "services started");
+    let bridge = start_bridge(&opts).await?;
     let hosted = Arc::new(hosted);
 
     let shutdown = shutdown_signal();
@@ -347,12 +355,54 @@ async fn serve(opts: NodeOptions) -> anyhow::Result<()> {
     if let Ok(hosted) = Arc::try_unwrap(hosted) {
         hosted.stop().await;
     }
+    if let Some(bridge) = bridge {
+        bridge.stop(Some("node shutting down".into()));
+    }
     if let Some(membership) = membership {
         membership.leave();
     }
     dbs.close();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The Kafka bridge, when brokers are configured; off (said once) otherwise.
+async fn start_bridge(
+    opts: &NodeOptions,
+) -> anyhow::Result<Option<ractor::ActorRef<mart_actors::supervisor::SupervisorMsg>>> {
+    let Some(brokers) = opts.kafka_brokers.clone() else {
+        tracing::info!(
+            "MART_KAFKA_BROKERS is unset: the Kafka bridge is off; the outboxes keep every event for when it is on"
+        );
+        return Ok(None);
+    };
+    let brokers = if brokers == "embedded" {
+        let bootstrap = mart_bridge::dev_broker().map_err(anyhow::Error::msg)?;
+        tracing::warn!(%bootstrap, "Kafka: embedded mock cluster, in memory only, NOT durable");
+        bootstrap
+    } else {
+        brokers
+    };
+    let config = mart_bridge::BridgeConfig {
+        brokers,
+        topic_prefix: opts.kafka_topic_prefix.clone(),
+        partitions: opts.kafka_partitions,
+        replication: opts.kafka_replication,
+        settings: mart_bridge::BridgeConfig::librdkafka_settings_from_env(),
+    };
+    mart_bridge::ensure_topics(&config).await;
+    let child = mart_actors::supervisor::ChildSpec::new("kafka", move |parent| {
+        let config = config.clone();
+        async move { mart_bridge::start(config, Some(parent)).await }
+    });
+    let supervisor = mart_actors::supervisor::Supervisor::start(
+        "mart.bridge.supervisor".into(),
+        vec![child],
+        None,
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
+    Ok(Some(supervisor))
 }
 
 /// How mail leaves: SMTP when configured, else `.eml` files in the data directory.

@@ -1,0 +1,331 @@
+//! mart's Kafka bridge: every service's domain events, mirrored onto Kafka.
+//!
+//! - [`KafkaBridge`] is an outbox subscriber (durable name `mart.bridge.kafka`)
+//!   of every service. For each delivered batch it produces one record per
+//!   event and acknowledges, to the outbox, only the events Kafka confirmed
+//!   (idempotent producer, `acks=all`). Anything unconfirmed is delivered again
+//!   later: at-least-once, with a stable CloudEvents `id` to deduplicate on.
+//! - [`cloud_event`]: the record value, a CloudEvents 1.0 structured-mode JSON
+//!   event; record key = aggregate id, so one entity's events share a partition.
+//! - [`BridgeConfig`]: brokers, topic prefix, and any librdkafka setting as
+//!   `MART_KAFKA_<NAME>`.
+//! - [`dev_broker`]: librdkafka's in-process mock cluster on loopback, for
+//!   `mart kafka-dev-broker` and `MART_KAFKA_BROKERS=embedded`. Not durable.
+
+use std::time::Duration;
+
+use mart_actors::outbox::{SubscriberMsg, subscribe};
+use mart_actors::wire::Wire;
+use mart_schema::{EventEnvelope, Service};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+/// The durable subscription (and registry) name of the bridge.
+pub const BRIDGE: &str = "mart.bridge.kafka";
+
+/// Services whose events are mirrored.
+pub const MIRRORED: &[Service] = &[
+    Service::Users,
+    Service::Products,
+    Service::Inventory,
+    Service::Orders,
+    Service::Payments,
+    Service::Notifications,
+];
+
+/// How the bridge reaches Kafka.
+#[derive(Debug, Clone)]
+pub struct BridgeConfig {
+    pub brokers: String,
+    /// Topics are `<prefix>.<service>.v1`.
+    pub topic_prefix: String,
+    pub partitions: i32,
+    pub replication: i32,
+    /// Other librdkafka settings (`security.protocol`, SASL, ...).
+    pub settings: Vec<(String, String)>,
+}
+
+impl BridgeConfig {
+    /// Settings from `MART_KAFKA_<NAME>` variables: `MART_KAFKA_SECURITY_PROTOCOL`
+    /// becomes `security.protocol`. mart's own variables are not passed on.
+    pub fn librdkafka_settings_from_env() -> Vec<(String, String)> {
+        const OWN: &[&str] = &["BROKERS", "TOPIC_PREFIX", "PARTITIONS", "REPLICATION"];
+        std::env::vars()
+            .filter_map(|(name, value)| {
+                let key = name.strip_prefix("MART_KAFKA_")?;
+                (!OWN.contains(&key)).then(|| (key.to_lowercase().replace('_', "."), value))
+            })
+            .collect()
+    }
+
+    /// The topic of `service`.
+    pub fn topic(&self, service: Service) -> String {
+        topic(&self.topic_prefix, service)
+    }
+
+    fn client(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        for (key, value) in &self.settings {
+            config.set(key, value);
+        }
+        config
+    }
+}
+
+/// `<prefix>.<service>.v1`
+pub fn topic(prefix: &str, service: Service) -> String {
+    format!("{prefix}.{}.v1", service.name())
+}
+
+/// The CloudEvents 1.0 form of an outbox event.
+pub fn cloud_event(event: &EventEnvelope) -> serde_json::Value {
+    let time = event
+        .occurred_at
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    serde_json::json!({
+        "specversion": "1.0",
+        "id": event.event_id.to_string(),
+        "source": format!("/mart/{}", event.source.name()),
+        "type": format!("mart.{}", event.event_type),
+        "subject": event.aggregate_id.to_string(),
+        "time": time,
+        "datacontenttype": "application/json",
+        // The sequence extension wants a string that sorts lexically.
+        "sequence": format!("{:020}", event.aggregate_seq),
+        "data": event.data,
+    })
+}
+
+/// A W3C `traceparent` for the event: stable across redeliveries.
+fn traceparent(event: &EventEnvelope) -> String {
+    let trace = event.event_id.0.simple().to_string();
+    let span = &event.aggregate_id.simple().to_string()[16..];
+    format!("00-{trace}-{span}-01")
+}
+
+/// Creates the topics that are missing (a broker without the admin API, like
+/// the mock cluster, creates them on first produce instead).
+pub async fn ensure_topics(config: &BridgeConfig) {
+    let admin: AdminClient<DefaultClientContext> = match config.client().create() {
+        Ok(admin) => admin,
+        Err(e) => {
+            tracing::warn!(error = %e, "kafka admin client unavailable; topics are created on first use");
+            return;
+        }
+    };
+    let names: Vec<String> = MIRRORED.iter().map(|s| config.topic(*s)).collect();
+    let topics: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|name| {
+            NewTopic::new(
+                name,
+                config.partitions,
+                TopicReplication::Fixed(config.replication),
+            )
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(5)));
+    match tokio::time::timeout(
+        Duration::from_secs(8),
+        admin.create_topics(&topics, &options),
+    )
+    .await
+    {
+        Ok(Ok(results)) => {
+            for result in results {
+                if let Err((topic, code)) = result
+                    && code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists
+                {
+                    tracing::warn!(%topic, ?code, "could not create topic");
+                }
+            }
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "could not create topics; they are created on first use")
+        }
+        Err(_) => tracing::warn!("creating topics timed out; they are created on first use"),
+    }
+}
+
+/// Mirrors delivered outbox events to Kafka.
+#[derive(Debug)]
+pub struct KafkaBridge;
+
+pub struct BridgeState {
+    producer: FutureProducer,
+    config: BridgeConfig,
+}
+
+impl std::fmt::Debug for BridgeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BridgeState")
+            .field("brokers", &self.config.brokers)
+            .finish()
+    }
+}
+
+impl Actor for KafkaBridge {
+    type Msg = SubscriberMsg;
+    type State = BridgeState;
+    type Arguments = BridgeConfig;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        config: BridgeConfig,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let mut client = config.client();
+        client
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            // A delivery report well within the outbox's acknowledgement timeout,
+            // so an unreachable broker is an answer, not a hang.
+            .set("message.timeout.ms", "8000")
+            .set("linger.ms", "5");
+        let producer: FutureProducer = client.create()?;
+        subscribe(&myself, MIRRORED);
+        tracing::info!(brokers = %config.brokers, "kafka bridge started");
+        Ok(BridgeState { producer, config })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut BridgeState,
+    ) -> Result<(), ActorProcessingErr> {
+        let SubscriberMsg::Deliver(batch, reply) = msg;
+        let batch = match batch {
+            Wire::Value(batch) => batch,
+            Wire::Malformed(reason) => {
+                let _ = reply.send(Wire::Value(Err(format!("malformed batch: {reason}"))));
+                return Ok(());
+            }
+        };
+        let confirmed = state.mirror(&batch).await;
+        let _ = reply.send(Wire::Value(Ok(confirmed)));
+        Ok(())
+    }
+}
+
+impl BridgeState {
+    /// Produces the batch; how many events, from the first, Kafka confirmed.
+    async fn mirror(&self, batch: &[EventEnvelope]) -> i64 {
+        let prepared: Vec<(String, String, String, String)> = batch
+            .iter()
+            .map(|event| {
+                (
+                    self.config.topic(event.source),
+                    event.aggregate_id.to_string(),
+                    cloud_event(event).to_string(),
+                    traceparent(event),
+                )
+            })
+            .collect();
+        // Queued together, confirmed in order: one aggregate's events go to one
+        // partition, where the idempotent producer keeps their order.
+        let sends = prepared.iter().map(|(topic, key, value, trace)| {
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: "content-type",
+                    value: Some("application/cloudevents+json"),
+                })
+                .insert(Header {
+                    key: "traceparent",
+                    value: Some(trace.as_str()),
+                });
+            let record = FutureRecord::to(topic)
+                .key(key)
+                .payload(value)
+                .headers(headers);
+            self.producer.send(record, Duration::from_secs(5))
+        });
+        let results = futures::future::join_all(sends).await;
+        let mut confirmed = 0;
+        for result in results {
+            match result {
+                Ok(_) => confirmed += 1,
+                Err((e, _)) => {
+                    tracing::warn!(error = %e, "kafka did not confirm an event; it will be sent again");
+                    break;
+                }
+            }
+        }
+        confirmed
+    }
+}
+
+/// Starts the bridge actor, linked to `parent` if given.
+pub async fn start(
+    config: BridgeConfig,
+    parent: Option<ractor::ActorCell>,
+) -> Result<ractor::ActorCell, String> {
+    let spawned = match parent {
+        Some(parent) => Actor::spawn_linked(Some(BRIDGE.into()), KafkaBridge, config, parent).await,
+        None => Actor::spawn(Some(BRIDGE.into()), KafkaBridge, config).await,
+    };
+    spawned
+        .map(|(actor, _)| actor.get_cell())
+        .map_err(|e| e.to_string())
+}
+
+/// Runs librdkafka's mock cluster (3 brokers on loopback) on a thread of its
+/// own for the life of the process, and returns its bootstrap servers.
+/// In memory only: everything is gone when the process exits.
+pub fn dev_broker() -> Result<String, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("kafka-dev-broker".into())
+        .spawn(move || match rdkafka::mocking::MockCluster::new(3) {
+            Ok(cluster) => {
+                let _ = tx.send(Ok(cluster.bootstrap_servers()));
+                // The cluster lives as long as this thread, which is as long as the process.
+                loop {
+                    std::thread::park();
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e.to_string()));
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    rx.recv().map_err(|e| e.to_string())?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cloud_event_carries_every_required_attribute() {
+        let event = EventEnvelope {
+            event_id: mart_schema::EventId::new(),
+            source: Service::Orders,
+            event_type: "order.paid".into(),
+            aggregate_id: uuid::Uuid::now_v7(),
+            aggregate_seq: 7,
+            partition: 3,
+            seq: 42,
+            occurred_at: time::OffsetDateTime::now_utc(),
+            data: serde_json::json!({"order_id": "x"}),
+        };
+        let ce = cloud_event(&event);
+        assert_eq!(ce["specversion"], "1.0");
+        assert_eq!(ce["type"], "mart.order.paid");
+        assert_eq!(ce["source"], "/mart/orders");
+        assert_eq!(ce["sequence"], "00000000000000000007");
+        assert_eq!(ce["id"], event.event_id.to_string());
+        assert_eq!(ce["subject"], event.aggregate_id.to_string());
+        assert!(ce["time"].as_str().is_some_and(|t| t.ends_with('Z')));
+        assert_eq!(topic("mart", Service::Orders), "mart.orders.v1");
+        let trace = traceparent(&event);
+        assert_eq!(trace.len(), 55);
+        assert!(trace.starts_with("00-") && trace.ends_with("-01"));
+    }
+}

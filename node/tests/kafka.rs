@@ -1,0 +1,281 @@
+//! Every domain event mirrored to Kafka (librdkafka's mock cluster, over TCP):
+//! CloudEvents, keyed by aggregate, in order, nothing lost while Kafka is down,
+//! and readable by an independent client.
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use mart_schema::db::testing::TestDb;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::{Value, json};
+use support::{Api, Node, NodeSpec};
+
+const TOPICS: &[&str] = &[
+    "mart.users.v1",
+    "mart.products.v1",
+    "mart.inventory.v1",
+    "mart.orders.v1",
+    "mart.payments.v1",
+    "mart.notifications.v1",
+];
+const PARTITIONS: i32 = 3;
+
+#[derive(Debug, Clone)]
+struct Record {
+    topic: String,
+    key: String,
+    event: Value,
+    content_type: String,
+    traceparent: String,
+}
+
+/// Everything on the topics so far, in partition order.
+fn read_all(bootstrap: &str) -> Vec<Record> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "mart-test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for topic in TOPICS {
+        for partition in 0..PARTITIONS {
+            assignment
+                .add_partition_offset(topic, partition, Offset::Beginning)
+                .expect("partition");
+        }
+    }
+    consumer.assign(&assignment).expect("assign");
+    drop(assignment);
+    let mut records = Vec::new();
+    let mut idle_since = Instant::now();
+    while idle_since.elapsed() < Duration::from_secs(2) {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                idle_since = Instant::now();
+                let header = |name: &str| {
+                    message
+                        .headers()
+                        .and_then(|h| h.iter().find(|h| h.key == name))
+                        .and_then(|h| h.value)
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                        .unwrap_or_default()
+                };
+                records.push(Record {
+                    topic: message.topic().to_owned(),
+                    key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
+                    event: serde_json::from_slice(message.payload().unwrap_or_default())
+                        .unwrap_or(Value::Null),
+                    content_type: header("content-type"),
+                    traceparent: header("traceparent"),
+                });
+            }
+            Some(Err(e)) => panic!("kafka read: {e}"),
+            None => {}
+        }
+    }
+    records
+}
+
+async fn checkout(api: &Api, admin: &str) {
+    let (_, token) = api.customer("listener").await;
+    let kettle = api.stocked_product(admin, "Kettle", 3999, 10).await;
+    let order: Value = api
+        .post_json(
+            "/orders/",
+            Some(&token),
+            json!({"product_id": kettle, "quantity": 2}),
+        )
+        .await
+        .json()
+        .await
+        .expect("order");
+    let id = order["id"].as_str().expect("id").to_owned();
+    let payment: Value = api
+        .post_json("/payments/", Some(&token), json!({"order_id": id}))
+        .await
+        .json()
+        .await
+        .expect("payment");
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    browser
+        .post(format!(
+            "{}/pay",
+            payment["checkout_url"].as_str().expect("url")
+        ))
+        .send()
+        .await
+        .expect("pay");
+    for _ in 0..200 {
+        if api.get_json(&format!("/orders/{id}"), Some(&token)).await["status"] == "paid" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("order not paid");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checkout_flow_is_mirrored_in_order_even_through_a_kafka_outage() {
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    for topic in TOPICS {
+        cluster.create_topic(topic, PARTITIONS, 1).expect("topic");
+    }
+    let bootstrap = cluster.bootstrap_servers();
+    // Kafka is down for the whole checkout.
+    cluster.broker_down(1).expect("down");
+
+    let db = TestDb::empty().await;
+    let mut spec = NodeSpec::single(&db.url);
+    spec.extra_env
+        .push(("MART_KAFKA_BROKERS".into(), bootstrap.clone()));
+    let node = Node::start(spec).await;
+    let api = Api::new(&node.http);
+    let admin = api.admin_token().await;
+    checkout(&api, &admin).await;
+    // Nothing in the request path waited on Kafka; the events wait in the outboxes.
+    cluster.broker_up(1).expect("up");
+
+    let expected: BTreeMap<&str, Vec<&str>> = BTreeMap::from([
+        (
+            "mart.users.v1",
+            vec!["mart.user.registered", "mart.user.registered"],
+        ),
+        ("mart.products.v1", vec!["mart.product.created"]),
+        (
+            "mart.inventory.v1",
+            vec!["mart.inventory.committed", "mart.inventory.reserved"],
+        ),
+        (
+            "mart.orders.v1",
+            vec!["mart.order.paid", "mart.order.placed"],
+        ),
+        (
+            "mart.payments.v1",
+            vec!["mart.payment.created", "mart.payment.succeeded"],
+        ),
+        ("mart.notifications.v1", vec!["mart.notification.sent"; 4]),
+    ]);
+    let started = Instant::now();
+    let mut distinct: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut records = Vec::new();
+    while started.elapsed() < Duration::from_secs(90) {
+        records = read_all(&bootstrap);
+        let mut seen = HashSet::new();
+        distinct.clear();
+        for r in &records {
+            if seen.insert(r.event["id"].as_str().unwrap_or_default().to_owned()) {
+                distinct
+                    .entry(r.topic.clone())
+                    .or_default()
+                    .push(r.event["type"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+        for types in distinct.values_mut() {
+            types.sort();
+        }
+        let complete = expected.iter().all(|(topic, types)| {
+            distinct
+                .get(*topic)
+                .is_some_and(|got| got.len() >= types.len())
+        });
+        if complete {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let got: BTreeMap<&str, Vec<&str>> = distinct
+        .iter()
+        .map(|(t, v)| (t.as_str(), v.iter().map(String::as_str).collect()))
+        .collect();
+    assert_eq!(got, expected, "exactly the expected events on each topic");
+
+    // Every record: a CloudEvent keyed by its aggregate, per-aggregate sequence gap-free.
+    let mut sequences: HashMap<String, Vec<u64>> = HashMap::new();
+    let mut ids_seen = HashSet::new();
+    for r in &records {
+        let e = &r.event;
+        assert_eq!(e["specversion"], "1.0");
+        assert_eq!(
+            e["subject"].as_str(),
+            Some(r.key.as_str()),
+            "key = aggregate id"
+        );
+        assert!(
+            e["source"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("/mart/"))
+        );
+        assert!(
+            e["time"].is_string()
+                && e["data"].is_object()
+                && e["datacontenttype"] == "application/json"
+        );
+        assert_eq!(r.content_type, "application/cloudevents+json");
+        assert!(r.traceparent.starts_with("00-") && r.traceparent.len() == 55);
+        let sequence = e["sequence"].as_str().expect("sequence");
+        assert_eq!(sequence.len(), 20, "zero-padded so it sorts");
+        if ids_seen.insert(e["id"].as_str().unwrap_or_default().to_owned()) {
+            // Sequences are per aggregate within its source (a product's catalog
+            // events and its stock events count separately).
+            let aggregate = format!("{} {}", e["source"].as_str().unwrap_or_default(), r.key);
+            sequences
+                .entry(aggregate)
+                .or_default()
+                .push(sequence.parse().expect("number"));
+        }
+    }
+    for (key, seqs) in &sequences {
+        assert_eq!(
+            *seqs,
+            (1..=seqs.len() as u64).collect::<Vec<_>>(),
+            "aggregate {key}: in order, no gaps"
+        );
+    }
+
+    // An independent client (Python confluent-kafka) reads the same events.
+    let script = r#"
+import json, sys
+from confluent_kafka import Consumer, TopicPartition
+c = Consumer({"bootstrap.servers": sys.argv[1], "group.id": "py-reader", "enable.auto.commit": False})
+c.assign([TopicPartition(t, p, 0) for t in sys.argv[2].split(",") for p in range(3)])
+types, idle = {}, 0
+while idle < 10:
+    m = c.poll(0.5)
+    if m is None:
+        idle += 1
+        continue
+    if m.error():
+        raise SystemExit(str(m.error()))
+    e = json.loads(m.value())
+    for attr in ("specversion", "id", "source", "type", "subject", "time", "sequence", "data"):
+        assert attr in e, attr
+    assert dict(m.headers())["content-type"] == b"application/cloudevents+json"
+    types[e["id"]] = e["type"]
+c.close()
+print(len(types))
+"#;
+    let output = std::process::Command::new("python3")
+        .args(["-c", script, &bootstrap, &TOPICS.join(",")])
+        .output()
+        .expect("python3");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains("No module named 'confluent_kafka'"),
+        "pip install confluent-kafka (.ci/run does)"
+    );
+    assert!(output.status.success(), "python reader failed: {stderr}");
+    let read: usize = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .expect("count");
+    assert_eq!(read, ids_seen.len(), "the Python client read every event");
+    drop(node);
+}
