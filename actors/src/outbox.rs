@@ -30,6 +30,8 @@ const BATCH: i64 = 200;
 const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the dispatcher looks for work when nobody wakes it.
 const POLL: Duration = Duration::from_millis(500);
+/// How often a dispatcher logs subscribers that are behind.
+const LAG_REPORT: Duration = Duration::from_secs(30);
 /// Wake-ups closer together than this share one pass.
 const COALESCE: Duration = Duration::from_millis(20);
 /// The longest pause between attempts at an unreachable or failing subscriber.
@@ -176,6 +178,7 @@ pub struct DispatcherState {
     backoff: HashMap<String, (Instant, Duration)>,
     last_pass: Instant,
     wake_queued: bool,
+    last_lag_report: Instant,
 }
 
 #[derive(Debug)]
@@ -225,6 +228,7 @@ impl Actor for Dispatcher {
             backoff: HashMap::new(),
             last_pass: Instant::now(),
             wake_queued: false,
+            last_lag_report: Instant::now(),
         })
     }
 
@@ -253,11 +257,33 @@ impl Actor for Dispatcher {
             tracing::warn!(service = %state.args.service, error = %e, "outbox dispatch failed; retrying");
         }
         state.last_pass = Instant::now();
+        if state.last_lag_report.elapsed() >= LAG_REPORT {
+            state.last_lag_report = Instant::now();
+            state.report_lag().await;
+        }
         Ok(())
     }
 }
 
 impl DispatcherState {
+    /// Logs every subscriber that is behind (the Kafka bridge while Kafka is down).
+    async fn report_lag(&self) {
+        let Ok(client) = self.args.pool.get().await else {
+            return;
+        };
+        for behind in lag(&client, self.args.service).await.unwrap_or_default() {
+            if behind.pending > 0 {
+                tracing::info!(
+                    service = %self.args.service,
+                    subscriber = %behind.subscriber,
+                    pending = behind.pending,
+                    oldest_age_secs = behind.oldest_age_secs,
+                    "subscriber is behind"
+                );
+            }
+        }
+    }
+
     async fn dispatch(&mut self) -> Result<(), String> {
         let members = live_subscribers(self.args.service);
         let client = self.args.pool.get().await.map_err(|e| e.to_string())?;
@@ -416,4 +442,42 @@ fn live_subscribers(service: Service) -> HashMap<String, ActorRef<SubscriberMsg>
         }
     }
     found
+}
+
+/// How far one durable subscriber is behind a service's outbox.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SubscriberLag {
+    pub subscriber: String,
+    /// Events written but not yet acknowledged.
+    pub pending: i64,
+    /// Age of the oldest of them, in seconds.
+    pub oldest_age_secs: f64,
+}
+
+/// Every subscriber's lag on `service`'s outbox.
+pub async fn lag(
+    client: &tokio_postgres::Client,
+    service: Service,
+) -> Result<Vec<SubscriberLag>, tokio_postgres::Error> {
+    let schema = service.schema();
+    let rows = client
+        .query(
+            &format!(
+                "select c.subscriber, count(o.seq), \
+                   coalesce(extract(epoch from now() - min(o.occurred_at))::float8, 0) \
+                 from {schema}.outbox_cursors c \
+                 left join {schema}.outbox o on o.partition = c.partition and o.seq > c.delivered_seq \
+                 group by c.subscriber order by c.subscriber"
+            ),
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| SubscriberLag {
+            subscriber: row.get(0),
+            pending: row.get(1),
+            oldest_age_secs: row.get(2),
+        })
+        .collect())
 }

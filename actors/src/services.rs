@@ -71,6 +71,9 @@ pub struct ServiceHealth {
     pub service: Service,
     pub database: bool,
     pub joined: bool,
+    /// Per durable subscriber (the Kafka bridge is `mart.bridge.kafka`): events
+    /// not yet acknowledged, and the age of the oldest.
+    pub lag: Vec<crate::outbox::SubscriberLag>,
 }
 
 impl Hosted {
@@ -101,10 +104,19 @@ impl Hosted {
     pub async fn health(&self) -> Vec<ServiceHealth> {
         let mut report = Vec::new();
         for (&service, pool) in &self.deps.pools {
-            let database = match tokio::time::timeout(Duration::from_secs(2), pool.get()).await {
-                Ok(Ok(client)) => client.execute("select 1", &[]).await.is_ok(),
-                _ => false,
-            };
+            let (database, lag) =
+                match tokio::time::timeout(Duration::from_secs(2), pool.get()).await {
+                    Ok(Ok(client)) => {
+                        let up = client.execute("select 1", &[]).await.is_ok();
+                        (
+                            up,
+                            crate::outbox::lag(&client, service)
+                                .await
+                                .unwrap_or_default(),
+                        )
+                    }
+                    _ => (false, Vec::new()),
+                };
             let joined = ractor::pg::get_members(&service.group())
                 .iter()
                 .any(|cell| cell.get_id().is_local());
@@ -112,6 +124,7 @@ impl Hosted {
                 service,
                 database,
                 joined,
+                lag,
             });
         }
         report

@@ -14,13 +14,13 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{Value, json};
 use support::{Api, Node, NodeSpec};
 
-const TOPICS: &[&str] = &[
-    "mart.users.v1",
-    "mart.products.v1",
-    "mart.inventory.v1",
-    "mart.orders.v1",
-    "mart.payments.v1",
-    "mart.notifications.v1",
+const SERVICES: &[&str] = &[
+    "users",
+    "products",
+    "inventory",
+    "orders",
+    "payments",
+    "notifications",
 ];
 const PARTITIONS: i32 = 3;
 
@@ -34,7 +34,7 @@ struct Record {
 }
 
 /// Everything on the topics so far, in partition order.
-fn read_all(bootstrap: &str) -> Vec<Record> {
+fn read_all(bootstrap: &str, topics: &[String]) -> Vec<Record> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "mart-test-reader")
@@ -42,7 +42,7 @@ fn read_all(bootstrap: &str) -> Vec<Record> {
         .create()
         .expect("consumer");
     let mut assignment = TopicPartitionList::new();
-    for topic in TOPICS {
+    for topic in topics {
         for partition in 0..PARTITIONS {
             assignment
                 .add_partition_offset(topic, partition, Offset::Beginning)
@@ -81,7 +81,8 @@ fn read_all(bootstrap: &str) -> Vec<Record> {
     records
 }
 
-async fn checkout(api: &Api, admin: &str) {
+/// Registers, orders and pays; the order's id.
+async fn checkout(api: &Api, admin: &str) -> String {
     let (_, token) = api.customer("listener").await;
     let kettle = api.stocked_product(admin, "Kettle", 3999, 10).await;
     let order: Value = api
@@ -115,7 +116,7 @@ async fn checkout(api: &Api, admin: &str) {
         .expect("pay");
     for _ in 0..200 {
         if api.get_json(&format!("/orders/{id}"), Some(&token)).await["status"] == "paid" {
-            return;
+            return id;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -124,24 +125,67 @@ async fn checkout(api: &Api, admin: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_checkout_flow_is_mirrored_in_order_even_through_a_kafka_outage() {
-    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
-    for topic in TOPICS {
-        cluster.create_topic(topic, PARTITIONS, 1).expect("topic");
-    }
-    let bootstrap = cluster.bootstrap_servers();
+    // A real broker when MART_TEST_KAFKA_BROKERS is set (then there is no
+    // outage to stage), else librdkafka's mock cluster.
+    let prefix = format!("mart-test-{}", uuid::Uuid::new_v4().simple());
+    let topics: Vec<String> = SERVICES
+        .iter()
+        .map(|s| format!("{prefix}.{s}.v1"))
+        .collect();
+    let real = std::env::var("MART_TEST_KAFKA_BROKERS").ok();
+    let mock = match real {
+        Some(_) => None,
+        None => Some(rdkafka::mocking::MockCluster::new(1).expect("mock cluster")),
+    };
+    let bootstrap = match (&real, &mock) {
+        (Some(brokers), _) => brokers.clone(),
+        (None, Some(cluster)) => {
+            for topic in &topics {
+                cluster.create_topic(topic, PARTITIONS, 1).expect("topic");
+            }
+            cluster.bootstrap_servers()
+        }
+        (None, None) => unreachable!("one of them is set"),
+    };
     // Kafka is down for the whole checkout.
-    cluster.broker_down(1).expect("down");
+    if let Some(cluster) = &mock {
+        cluster.broker_down(1).expect("down");
+    }
 
     let db = TestDb::empty().await;
     let mut spec = NodeSpec::single(&db.url);
     spec.extra_env
         .push(("MART_KAFKA_BROKERS".into(), bootstrap.clone()));
-    let node = Node::start(spec).await;
+    spec.extra_env
+        .push(("MART_KAFKA_TOPIC_PREFIX".into(), prefix.clone()));
+    spec.extra_env
+        .push(("MART_KAFKA_PARTITIONS".into(), PARTITIONS.to_string()));
+    let mut node = Node::start(spec).await;
     let api = Api::new(&node.http);
     let admin = api.admin_token().await;
-    checkout(&api, &admin).await;
-    // Nothing in the request path waited on Kafka; the events wait in the outboxes.
-    cluster.broker_up(1).expect("up");
+    let order = checkout(&api, &admin).await;
+    // Nothing in the request path waited on Kafka; the events wait in the
+    // outboxes, and the health report says how far behind the bridge is.
+    let ready = api.get_json("/health/ready", None).await;
+    let orders = ready["hosted"]
+        .as_array()
+        .expect("hosted")
+        .iter()
+        .find(|h| h["service"] == "orders")
+        .expect("orders")
+        .clone();
+    let bridge = orders["lag"]
+        .as_array()
+        .expect("lag")
+        .iter()
+        .find(|l| l["subscriber"] == "mart.bridge.kafka")
+        .expect("bridge lag")
+        .clone();
+    assert!(bridge["pending"].as_i64() >= Some(2), "{bridge}");
+    assert!(bridge["oldest_age_secs"].as_f64() > Some(0.0));
+    if let Some(cluster) = &mock {
+        cluster.broker_up(1).expect("up");
+    }
 
     let expected: BTreeMap<&str, Vec<&str>> = BTreeMap::from([
         (
@@ -167,13 +211,13 @@ async fn the_checkout_flow_is_mirrored_in_order_even_through_a_kafka_outage() {
     let mut distinct: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut records = Vec::new();
     while started.elapsed() < Duration::from_secs(90) {
-        records = read_all(&bootstrap);
+        records = read_all(&bootstrap, &topics);
         let mut seen = HashSet::new();
         distinct.clear();
         for r in &records {
             if seen.insert(r.event["id"].as_str().unwrap_or_default().to_owned()) {
                 distinct
-                    .entry(r.topic.clone())
+                    .entry(r.topic.replacen(&prefix, "mart", 1))
                     .or_default()
                     .push(r.event["type"].as_str().unwrap_or_default().to_owned());
             }
@@ -263,7 +307,7 @@ c.close()
 print(len(types))
 "#;
     let output = std::process::Command::new("python3")
-        .args(["-c", script, &bootstrap, &TOPICS.join(",")])
+        .args(["-c", script, &bootstrap, &topics.join(",")])
         .output()
         .expect("python3");
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -277,5 +321,38 @@ print(len(types))
         .parse()
         .expect("count");
     assert_eq!(read, ids_seen.len(), "the Python client read every event");
+
+    // The node (and its bridge) restarts in the middle of the order's life: the
+    // next events continue the order's sequence without a gap.
+    node.restart();
+    node.wait_live().await;
+    let path = format!("/orders/{order}");
+    for status in ["shipped", "delivered"] {
+        let response = api.patch(&path, &admin, json!({"status": status})).await;
+        assert_eq!(response.status(), reqwest::StatusCode::OK, "{status}");
+    }
+    let mut order_sequence = Vec::new();
+    for _ in 0..120 {
+        let mut seen = HashSet::new();
+        order_sequence = read_all(&bootstrap, &topics)
+            .into_iter()
+            .filter(|r| r.key == order && r.event["source"] == "/mart/orders")
+            .filter(|r| seen.insert(r.event["id"].as_str().unwrap_or_default().to_owned()))
+            .map(|r| r.event["type"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        if order_sequence.len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        order_sequence,
+        vec![
+            "mart.order.placed",
+            "mart.order.paid",
+            "mart.order.shipped",
+            "mart.order.delivered"
+        ]
+    );
     drop(node);
 }
