@@ -190,3 +190,28 @@ where
     }
     Ok(())
 }
+
+/// Like [`respond`], but in a task of its own, so the actor that received the
+/// request keeps taking others (requests that call other services or wait on
+/// PostgreSQL). Broken infrastructure drops the reply: the caller sees
+/// "unavailable", and the cause is logged here.
+pub fn spawn_answer<Req, T, E, F, Fut>(reply: Reply<T, E>, request: Wire<Req>, run: F)
+where
+    Req: Send + 'static,
+    T: Send + 'static,
+    E: Rejection,
+    F: FnOnce(Req) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, Failure<E>>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let request = match request.into_result() {
+            Ok(request) => request,
+            Err(reason) => return answer(reply, Err(E::malformed(reason))),
+        };
+        match run(request).await {
+            Ok(value) => answer(reply, Ok(value)),
+            Err(Failure::Rejected(no)) => answer(reply, Err(no)),
+            Err(Failure::Infrastructure(e)) => tracing::warn!(error = %e, "request failed"),
+        }
+    });
+}

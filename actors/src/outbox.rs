@@ -142,6 +142,17 @@ pub enum SubscriberMsg {
     ),
 }
 
+/// Runs `handle` on a delivered batch and answers with how many events, from
+/// the first, it handled durably. A malformed batch is refused (it comes again).
+pub async fn acknowledge(msg: SubscriberMsg, handle: impl AsyncFnOnce(Vec<EventEnvelope>) -> i64) {
+    let SubscriberMsg::Deliver(batch, reply) = msg;
+    let answer = match batch {
+        Wire::Value(batch) => Ok(handle(batch).await),
+        Wire::Malformed(reason) => Err(format!("malformed batch: {reason}")),
+    };
+    let _ = reply.send(Wire::Value(answer));
+}
+
 /// Registers `subscriber` (named `name`, which must be the actor's registry name)
 /// for the events of `sources`.
 pub fn subscribe(subscriber: &ActorRef<SubscriberMsg>, sources: &[Service]) {

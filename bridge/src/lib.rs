@@ -14,8 +14,7 @@
 
 use std::time::Duration;
 
-use mart_actors::outbox::{SubscriberMsg, subscribe};
-use mart_actors::wire::Wire;
+use mart_actors::outbox::{SubscriberMsg, acknowledge, subscribe};
 use mart_schema::{EventEnvelope, Service};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rdkafka::ClientConfig;
@@ -200,16 +199,7 @@ impl Actor for KafkaBridge {
         msg: Self::Msg,
         state: &mut BridgeState,
     ) -> Result<(), ActorProcessingErr> {
-        let SubscriberMsg::Deliver(batch, reply) = msg;
-        let batch = match batch {
-            Wire::Value(batch) => batch,
-            Wire::Malformed(reason) => {
-                let _ = reply.send(Wire::Value(Err(format!("malformed batch: {reason}"))));
-                return Ok(());
-            }
-        };
-        let confirmed = state.mirror(&batch).await;
-        let _ = reply.send(Wire::Value(Ok(confirmed)));
+        acknowledge(msg, async |batch| state.mirror(&batch).await).await;
         Ok(())
     }
 }

@@ -55,31 +55,9 @@ struct Checkout {
 
 impl Shop {
     async fn product(&self, stock: i64) -> String {
-        let response = self
-            .api
-            .post_json(
-                "/products/",
-                Some(&self.admin),
-                json!({"name": "Kettle", "price": 3999, "stock": stock}),
-            )
-            .await;
-        let id = response.json::<Value>().await.expect("product")["id"]
-            .as_str()
-            .expect("id")
-            .to_owned();
-        for _ in 0..200 {
-            if self
-                .api
-                .get(&format!("/inventory/{id}"), Some(&self.admin))
-                .await
-                .status()
-                == StatusCode::OK
-            {
-                return id;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("no stock record");
+        self.api
+            .stocked_product(&self.admin, "Kettle", 3999, stock)
+            .await
     }
 
     async fn checkout(&self, who: &str) -> Checkout {

@@ -8,8 +8,7 @@ use mart_schema::product::{ProductCreated, ProductDeleted};
 use mart_schema::{EventEnvelope, Service};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use crate::outbox::{SubscriberMsg, subscribe};
-use crate::wire::Wire;
+use crate::outbox::{SubscriberMsg, acknowledge, subscribe};
 
 /// The durable subscription name (and registry name) of this subscriber.
 pub(crate) const CATALOG_SUBSCRIBER: &str = "mart.inventory.catalog";
@@ -37,26 +36,19 @@ impl Actor for CatalogSubscriber {
         msg: Self::Msg,
         pool: &mut Pool,
     ) -> Result<(), ActorProcessingErr> {
-        let SubscriberMsg::Deliver(batch, reply) = msg;
-        let batch = match batch {
-            Wire::Value(batch) => batch,
-            Wire::Malformed(reason) => {
-                let _ = reply.send(Wire::Value(Err(format!("malformed batch: {reason}"))));
-                return Ok(());
-            }
-        };
-        let mut handled = 0;
-        for event in &batch {
-            match apply(pool, event).await {
-                Ok(()) => handled += 1,
-                Err(e) => {
+        acknowledge(msg, async |batch| {
+            let mut handled = 0;
+            for event in &batch {
+                if let Err(e) = apply(pool, event).await {
                     // Acknowledge what is done; the rest comes again.
                     tracing::warn!(event = %event.event_id, error = %e, "catalog event not applied yet");
                     break;
                 }
+                handled += 1;
             }
-        }
-        let _ = reply.send(Wire::Value(Ok(handled)));
+            handled
+        })
+        .await;
         Ok(())
     }
 }

@@ -33,7 +33,7 @@ pub(crate) use catalog::{CATALOG_SUBSCRIBER, CatalogSubscriber};
 pub(crate) use router::{ROUTER, StockRouter};
 use stock::{OpDone, StockMsg, StockOp};
 
-use crate::call::{CallError, Failure, Rejection, ServiceClient, answer};
+use crate::call::{CallError, Failure, Rejection, ServiceClient, spawn_answer};
 use crate::wire::Wire;
 
 /// Most units one line may reserve.
@@ -232,33 +232,6 @@ fn admin_only(asker: Asker) -> Result<(), InventoryError> {
         Some(caller) if !caller.is_admin() => Err(InventoryError::Forbidden),
         _ => Ok(()),
     }
-}
-
-/// Runs a request in a task and answers it; broken infrastructure drops the
-/// reply, so the caller sees "unavailable".
-fn spawn_answer<Req, T, F, Fut>(
-    reply: RpcReplyPort<Wire<Result<T, InventoryError>>>,
-    request: Wire<Req>,
-    run: F,
-) where
-    Req: Send + 'static,
-    T: Send + 'static,
-    F: FnOnce(Req) -> Fut + Send + 'static,
-    Fut: Future<Output = Outcome<T>> + Send + 'static,
-{
-    tokio::spawn(async move {
-        let request = match request.into_result() {
-            Ok(request) => request,
-            Err(reason) => return answer(reply, Err(InventoryError::malformed(reason))),
-        };
-        match run(request).await {
-            Ok(value) => answer(reply, Ok(value)),
-            Err(Failure::Rejected(no)) => answer(reply, Err(no)),
-            Err(Failure::Infrastructure(e)) => {
-                tracing::warn!(error = %e, "inventory request failed");
-            }
-        }
-    });
 }
 
 /// The stock actor of `product` on this node.

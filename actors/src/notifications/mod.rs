@@ -30,8 +30,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 use tokio_postgres::Row;
 
-use crate::call::{CallError, Failure, Rejection, ServiceClient, answer};
-use crate::outbox::{Outbox, SubscriberMsg, subscribe};
+use crate::call::{CallError, Failure, Rejection, ServiceClient, spawn_answer};
+use crate::outbox::{Outbox, SubscriberMsg, acknowledge, subscribe};
 use crate::users::Users;
 use crate::wire::Wire;
 use templates::Templates;
@@ -176,36 +176,17 @@ impl Actor for NotificationsFront {
         let pool = pool.clone();
         match msg {
             NotificationsMsg::List(request, reply) => {
-                tokio::spawn(async move {
-                    match request.into_result() {
-                        Ok((caller, query, mine)) => {
-                            respond(reply, list(&pool, caller, query, mine).await)
-                        }
-                        Err(reason) => answer(reply, Err(NotificationError::malformed(reason))),
-                    }
-                });
+                spawn_answer(reply, request, move |(caller, query, mine)| async move {
+                    list(&pool, caller, query, mine).await
+                })
             }
             NotificationsMsg::Get(request, reply) => {
-                tokio::spawn(async move {
-                    match request.into_result() {
-                        Ok((caller, id)) => respond(reply, get(&pool, caller, id).await),
-                        Err(reason) => answer(reply, Err(NotificationError::malformed(reason))),
-                    }
-                });
+                spawn_answer(reply, request, move |(caller, id)| async move {
+                    get(&pool, caller, id).await
+                })
             }
         }
         Ok(())
-    }
-}
-
-fn respond<T>(
-    reply: RpcReplyPort<Wire<Result<T, NotificationError>>>,
-    outcome: Result<T, Failure<NotificationError>>,
-) {
-    match outcome {
-        Ok(value) => answer(reply, Ok(value)),
-        Err(Failure::Rejected(no)) => answer(reply, Err(no)),
-        Err(Failure::Infrastructure(e)) => tracing::warn!(error = %e, "notification read failed"),
     }
 }
 
@@ -345,32 +326,27 @@ impl Actor for NotificationSubscriber {
         msg: Self::Msg,
         state: &mut SubscriberState,
     ) -> Result<(), ActorProcessingErr> {
-        let SubscriberMsg::Deliver(batch, reply) = msg;
-        let batch = match batch {
-            Wire::Value(batch) => batch,
-            Wire::Malformed(reason) => {
-                let _ = reply.send(Wire::Value(Err(format!("malformed batch: {reason}"))));
-                return Ok(());
-            }
-        };
-        let mut handled = 0i64;
-        let mut queued = false;
-        for event in &batch {
-            match state.apply(event).await {
-                Ok(new) => {
-                    handled += 1;
-                    queued |= new;
-                }
-                Err(e) => {
-                    tracing::warn!(event = %event.event_id, error = %e, "notification not prepared yet");
-                    break;
+        acknowledge(msg, async |batch| {
+            let mut handled = 0i64;
+            let mut queued = false;
+            for event in &batch {
+                match state.apply(event).await {
+                    Ok(new) => {
+                        handled += 1;
+                        queued |= new;
+                    }
+                    Err(e) => {
+                        tracing::warn!(event = %event.event_id, error = %e, "notification not prepared yet");
+                        break;
+                    }
                 }
             }
-        }
-        if queued && let Some(cell) = ractor::registry::where_is(SENDER) {
-            let _ = ActorRef::<SenderMsg>::from(cell).cast(SenderMsg::Send);
-        }
-        let _ = reply.send(Wire::Value(Ok(handled)));
+            if queued && let Some(cell) = ractor::registry::where_is(SENDER) {
+                let _ = ActorRef::<SenderMsg>::from(cell).cast(SenderMsg::Send);
+            }
+            handled
+        })
+        .await;
         Ok(())
     }
 }

@@ -31,7 +31,7 @@ pub(crate) use actor::{OrderDeps, OrderRouter, ROUTER};
 use actor::{OrderMsg, RouterMsg};
 use store::OrderStore;
 
-use crate::call::{CallError, Failure, Rejection, ServiceClient, answer};
+use crate::call::{CallError, Failure, Rejection, ServiceClient, spawn_answer};
 use crate::idempotency::{Claim, fingerprint};
 use crate::inventory::Inventory;
 use crate::outbox::Outbox;
@@ -221,31 +221,6 @@ impl Actor for OrdersFront {
         }
         Ok(())
     }
-}
-
-/// Runs a request in a task and answers it; broken infrastructure drops the
-/// reply, so the caller sees "unavailable".
-fn spawn_answer<Req, T, F, Fut>(
-    reply: RpcReplyPort<Wire<Result<T, OrderError>>>,
-    request: Wire<Req>,
-    run: F,
-) where
-    Req: Send + 'static,
-    T: Send + 'static,
-    F: FnOnce(Req) -> Fut + Send + 'static,
-    Fut: Future<Output = Outcome<T>> + Send + 'static,
-{
-    tokio::spawn(async move {
-        let request = match request.into_result() {
-            Ok(request) => request,
-            Err(reason) => return answer(reply, Err(OrderError::malformed(reason))),
-        };
-        match run(request).await {
-            Ok(value) => answer(reply, Ok(value)),
-            Err(Failure::Rejected(no)) => answer(reply, Err(no)),
-            Err(Failure::Infrastructure(e)) => tracing::warn!(error = %e, "order request failed"),
-        }
-    });
 }
 
 /// The order, if `asker` may see it (someone else's order looks absent).

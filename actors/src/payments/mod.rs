@@ -29,7 +29,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 use time::OffsetDateTime;
 
-use crate::call::{CallError, Failure, Rejection, ServiceClient, answer};
+use crate::call::{CallError, Failure, Rejection, ServiceClient, spawn_answer};
 use crate::idempotency::{Claim, fingerprint};
 use crate::orders::Orders;
 use crate::outbox::Outbox;
@@ -251,29 +251,6 @@ impl Actor for PaymentsFront {
         }
         Ok(())
     }
-}
-
-fn spawn_answer<Req, T, F, Fut>(
-    reply: RpcReplyPort<Wire<Result<T, PaymentError>>>,
-    request: Wire<Req>,
-    run: F,
-) where
-    Req: Send + 'static,
-    T: Send + 'static,
-    F: FnOnce(Req) -> Fut + Send + 'static,
-    Fut: Future<Output = Outcome<T>> + Send + 'static,
-{
-    tokio::spawn(async move {
-        let request = match request.into_result() {
-            Ok(request) => request,
-            Err(reason) => return answer(reply, Err(PaymentError::malformed(reason))),
-        };
-        match run(request).await {
-            Ok(value) => answer(reply, Ok(value)),
-            Err(Failure::Rejected(no)) => answer(reply, Err(no)),
-            Err(Failure::Infrastructure(e)) => tracing::warn!(error = %e, "payment request failed"),
-        }
-    });
 }
 
 /// Stripe wants a session to live between 30 minutes and 24 hours.
