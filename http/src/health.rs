@@ -8,11 +8,14 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::Auth;
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(live))
         .routes(routes!(ready))
+        .routes(routes!(cluster))
 }
 
 /// The process is up.
@@ -47,4 +50,23 @@ async fn ready(State(state): State<AppState>) -> Response {
         report.to_string(),
     )
         .into_response()
+}
+
+/// The cluster as this node sees it (admin): nodes, the services each hosts,
+/// and which are reachable.
+#[utoipa::path(get, path = "/cluster", tag = "health", security(("bearer" = [])),
+    responses((status = 200), (status = 403, body = crate::error::Problem)))]
+async fn cluster(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    // The edge's own operational endpoint: only admins see the topology.
+    if !caller.is_admin() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "you are not allowed to do this",
+        ));
+    }
+    Ok(Json((state.cluster)().await))
 }

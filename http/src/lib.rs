@@ -45,6 +45,9 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 /// Answers readiness: whether the node is ready, and a report to show.
 pub type Readiness = Arc<dyn Fn() -> BoxFuture<'static, (bool, serde_json::Value)> + Send + Sync>;
 
+/// Describes the cluster as this node sees it (`GET /cluster`).
+pub type ClusterView = Arc<dyn Fn() -> BoxFuture<'static, serde_json::Value> + Send + Sync>;
+
 /// What handlers need.
 #[derive(Clone)]
 pub struct AppState {
@@ -56,6 +59,7 @@ pub struct AppState {
     pub notifications: Notifications,
     pub keys: Arc<TokenKeys>,
     pub readiness: Readiness,
+    pub cluster: ClusterView,
 }
 
 impl std::fmt::Debug for AppState {

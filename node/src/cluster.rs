@@ -61,10 +61,84 @@ impl Membership {
         }
     }
 
-    pub fn leave(self) {
+    pub fn leave(&self) {
         self.keeper.abort();
         self.server.stop(Some("node shutting down".into()));
     }
+}
+
+/// Who is in the cluster as this node sees it: itself, every peer it has a
+/// session with or is configured to join, and which services run where.
+pub async fn view(
+    membership: Option<&Membership>,
+    me: &str,
+    peers: &[String],
+) -> serde_json::Value {
+    let sessions = match membership {
+        Some(m) => {
+            ractor::call_t!(m.server, NodeServerMessage::GetSessions, 1000).unwrap_or_default()
+        }
+        None => Default::default(),
+    };
+    // NodeId -> name, as this node's sessions know them.
+    let names: std::collections::HashMap<u64, String> = sessions
+        .iter()
+        .map(|(id, s)| {
+            let name = s
+                .peer_name
+                .as_ref()
+                .map(|p| p.name.clone())
+                .unwrap_or_else(|| s.peer_addr.clone());
+            (*id, name)
+        })
+        .collect();
+    let mut hosts: std::collections::BTreeMap<String, std::collections::BTreeSet<&'static str>> =
+        std::collections::BTreeMap::new();
+    hosts.entry(me.to_owned()).or_default();
+    for service in mart_schema::Service::ALL {
+        for cell in ractor::pg::get_members(&service.group()) {
+            let id = cell.get_id();
+            let node = if id.is_local() {
+                me.to_owned()
+            } else {
+                names
+                    .get(&id.node())
+                    .cloned()
+                    .unwrap_or_else(|| format!("node {}", id.node()))
+            };
+            hosts.entry(node).or_default().insert(service.name());
+        }
+    }
+    let mut nodes: Vec<serde_json::Value> = hosts
+        .iter()
+        .map(|(name, services)| {
+            let session = sessions
+                .values()
+                .find(|s| s.peer_name.as_ref().is_some_and(|p| &p.name == name));
+            serde_json::json!({
+                "name": name,
+                "self": name == me,
+                "address": session.and_then(|s| s.peer_name.as_ref().map(|p| p.connection_string.clone())),
+                "services": services,
+                "reachable": true,
+            })
+        })
+        .collect();
+    // Configured peers with no session: down, or not yet joined.
+    for peer in peers {
+        let connected = sessions.values().any(|s| {
+            s.peer_name
+                .as_ref()
+                .is_some_and(|p| p.connection_string == *peer)
+                || s.peer_addr == *peer
+        });
+        if !connected {
+            nodes.push(serde_json::json!({
+                "name": null, "self": false, "address": peer, "services": [], "reachable": false,
+            }));
+        }
+    }
+    serde_json::json!({ "node": me, "nodes": nodes })
 }
 
 async fn keep_peers(server: ActorRef<NodeServerMessage>, peers: Vec<String>) {

@@ -244,7 +244,7 @@ async fn serve(opts: NodeOptions) -> anyhow::Result<()> {
     }
 
     let membership = match opts.cluster_addr {
-        Some(addr) => Some(
+        Some(addr) => Some(Arc::new(
             cluster::Membership::join(
                 &opts.node_name,
                 addr,
@@ -252,7 +252,7 @@ async fn serve(opts: NodeOptions) -> anyhow::Result<()> {
                 opts.peers.clone(),
             )
             .await?,
-        ),
+        )),
         None => None,
     };
 
@@ -327,7 +327,19 @@ async fn serve(opts: NodeOptions) -> anyhow::Result<()> {
                 })
             })
         };
+        let cluster: mart_http::ClusterView = {
+            let (membership, me, peers) = (
+                membership.clone(),
+                opts.node_name.clone(),
+                opts.peers.clone(),
+            );
+            Arc::new(move || {
+                let (membership, me, peers) = (membership.clone(), me.clone(), peers.clone());
+                Box::pin(async move { cluster::view(membership.as_deref(), &me, &peers).await })
+            })
+        };
         let app = mart_http::router(mart_http::AppState {
+            cluster,
             users,
             products,
             inventory,

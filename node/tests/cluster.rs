@@ -18,6 +18,10 @@ fn users_node(db: &TestDb, port: u16) -> NodeSpec {
         cluster_port: Some(port),
         cookie: Some(COOKIE.into()),
         http: false,
+        extra_env: vec![
+            ("MART_ADMIN_EMAIL".into(), support::ADMIN_EMAIL.into()),
+            ("MART_ADMIN_PASSWORD".into(), support::ADMIN_PASSWORD.into()),
+        ],
         ..NodeSpec::default()
     }
 }
@@ -82,6 +86,37 @@ async fn an_edge_node_serves_users_hosted_on_another_node_and_survives_its_resta
     .await
     .get("status");
 
+    // The topology as A sees it (admin only).
+    let admin = api.admin_token().await;
+    let view = api.get_json("/cluster", Some(&admin)).await;
+    let nodes = view["nodes"].as_array().expect("nodes");
+    // ractor_cluster names a peer `<node-name>@<host>`.
+    let node = |name: &str| {
+        let prefix = format!("{name}@");
+        nodes
+            .iter()
+            .find(|n| {
+                n["name"]
+                    .as_str()
+                    .is_some_and(|n| n == name || n.starts_with(&prefix))
+            })
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(node("node-a")["self"], true);
+    assert_eq!(node("node-a")["services"], serde_json::json!([]));
+    assert_eq!(
+        node("node-b")["services"],
+        serde_json::json!(["users"]),
+        "{view}"
+    );
+    assert_eq!(node("node-b")["reachable"], true);
+    problem(
+        api.get("/cluster", Some(&token)).await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+
     // B dies: A answers 503 promptly, never hangs.
     b.kill();
     let started = Instant::now();
@@ -95,6 +130,14 @@ async fn an_edge_node_serves_users_hosted_on_another_node_and_survives_its_resta
         .expect("an answer within 2 s");
     assert!(started.elapsed() < Duration::from_secs(2));
     problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
+
+    let view = api.get_json("/cluster", Some(&admin)).await;
+    let down = view["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .any(|n| n["reachable"] == false && n["address"].is_string());
+    assert!(down, "the configured peer shows as unreachable: {view}");
 
     // B returns: A reconnects by itself and serves again, with the same data.
     b.restart();
