@@ -25,21 +25,27 @@ impl Membership {
         listen: SocketAddr,
         cookie: String,
         peers: Vec<String>,
+        tls: Option<TlsFiles>,
     ) -> anyhow::Result<Self> {
+        let tls = tls.map(|files| files.load()).transpose()?;
+        let incoming = tls
+            .as_ref()
+            .map(|(acceptor, _)| ractor_cluster::IncomingEncryptionMode::Tls(acceptor.clone()));
         let server = NodeServer::new(
             listen.port(),
             cookie,
             name.to_owned(),
             listen.ip().to_string(),
-            None,
+            incoming,
             None,
         )
         .with_listen_addr(listen.ip());
         let (server, _) = Actor::spawn(Some(format!("mart.cluster.{name}")), server, ())
             .await
             .map_err(|e| anyhow::anyhow!("cannot start the cluster listener on {listen}: {e}"))?;
-        tracing::info!(%listen, peers = ?peers, "cluster listener started");
-        let keeper = tokio::spawn(keep_peers(server.clone(), peers));
+        tracing::info!(%listen, peers = ?peers, tls = tls.is_some(), "cluster listener started");
+        let connector = tls.map(|(_, connector)| connector);
+        let keeper = tokio::spawn(keep_peers(server.clone(), peers, connector));
         Ok(Self { server, keeper })
     }
 
@@ -141,7 +147,11 @@ pub async fn view(
     serde_json::json!({ "node": me, "nodes": nodes })
 }
 
-async fn keep_peers(server: ActorRef<NodeServerMessage>, peers: Vec<String>) {
+async fn keep_peers(
+    server: ActorRef<NodeServerMessage>,
+    peers: Vec<String>,
+    tls: Option<tokio_rustls::TlsConnector>,
+) {
     let mut connected = vec![false; peers.len()];
     let mut ticker = tokio::time::interval(KEEP_EVERY);
     loop {
@@ -174,9 +184,81 @@ async fn keep_peers(server: ActorRef<NodeServerMessage>, peers: Vec<String>) {
                 tracing::warn!(%peer, "lost peer; reconnecting");
                 connected[i] = false;
             }
-            if let Err(e) = ractor_cluster::client_connect(&server, peer.as_str()).await {
+            let dialled = match &tls {
+                None => ractor_cluster::client_connect(&server, peer.as_str()).await,
+                Some(connector) => {
+                    // The peer's certificate must name the host we dial.
+                    let host = peer
+                        .rsplit_once(':')
+                        .map_or(peer.as_str(), |(host, _)| host);
+                    match rustls::pki_types::ServerName::try_from(host.to_owned()) {
+                        Ok(name) => {
+                            ractor_cluster::client_connect_enc(
+                                &server,
+                                peer.as_str(),
+                                connector.clone(),
+                                name,
+                            )
+                            .await
+                        }
+                        Err(e) => {
+                            tracing::warn!(%peer, error = %e, "peer address is not a TLS server name");
+                            continue;
+                        }
+                    }
+                }
+            };
+            if let Err(e) = dialled {
                 tracing::debug!(%peer, error = %e, "peer not reachable yet");
             }
         }
+    }
+}
+
+/// Certificate, key and CA for mutual TLS between nodes: every node presents a
+/// certificate signed by the CA, in both directions, on top of the cookie.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub ca: std::path::PathBuf,
+}
+
+impl TlsFiles {
+    fn load(&self) -> anyhow::Result<(tokio_rustls::TlsAcceptor, tokio_rustls::TlsConnector)> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let read_certs = |path: &std::path::Path| -> anyhow::Result<Vec<CertificateDer<'static>>> {
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            anyhow::ensure!(!certs.is_empty(), "{}: no certificate", path.display());
+            Ok(certs)
+        };
+        let chain = read_certs(&self.cert)?;
+        let key = PrivateKeyDer::from_pem_file(&self.key)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", self.key.display()))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in read_certs(&self.ca)? {
+            roots
+                .add(ca)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", self.ca.display()))?;
+        }
+        let roots = std::sync::Arc::new(roots);
+        let verifier = rustls::server::WebPkiClientVerifier::builder(roots.clone())
+            .build()
+            .map_err(|e| anyhow::anyhow!("cluster TLS CA: {e}"))?;
+        let server = rustls::ServerConfig::builder()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain.clone(), key.clone_key())
+            .map_err(|e| anyhow::anyhow!("cluster TLS certificate: {e}"))?;
+        let client = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| anyhow::anyhow!("cluster TLS certificate: {e}"))?;
+        Ok((
+            tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server)),
+            tokio_rustls::TlsConnector::from(std::sync::Arc::new(client)),
+        ))
     }
 }

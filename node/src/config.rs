@@ -74,6 +74,18 @@ pub struct NodeOptions {
     #[arg(long, env = "MART_PEERS", global = true, value_delimiter = ',')]
     pub peers: Vec<String>,
 
+    /// PEM certificate of this node, for TLS between nodes (with the key and CA).
+    #[arg(long, env = "MART_CLUSTER_TLS_CERT", global = true)]
+    pub cluster_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of this node's certificate.
+    #[arg(long, env = "MART_CLUSTER_TLS_KEY", global = true)]
+    pub cluster_tls_key: Option<PathBuf>,
+
+    /// PEM CA that signed every node's certificate; peers must present one.
+    #[arg(long, env = "MART_CLUSTER_TLS_CA", global = true)]
+    pub cluster_tls_ca: Option<PathBuf>,
+
     /// Shared secret every node of the cluster must present.
     #[arg(long, env = "MART_COOKIE", global = true, hide_env_values = true)]
     pub cookie: Option<String>,
@@ -261,6 +273,20 @@ impl NodeOptions {
                 "--cluster-addr needs --cookie (MART_COOKIE), the secret shared by every node"
                     .into(),
             );
+        }
+        let tls = [
+            &self.cluster_tls_cert,
+            &self.cluster_tls_key,
+            &self.cluster_tls_ca,
+        ];
+        if tls.iter().any(|o| o.is_some()) && !tls.iter().all(|o| o.is_some()) {
+            return Err(
+                "set all of --cluster-tls-cert, --cluster-tls-key and --cluster-tls-ca, or none"
+                    .into(),
+            );
+        }
+        if tls.iter().any(|o| o.is_some()) && self.cluster_addr.is_none() {
+            return Err("--cluster-tls-* needs --cluster-addr".into());
         }
         if self.admin_email.is_some() != self.admin_password.is_some() {
             return Err("set both MART_ADMIN_EMAIL and MART_ADMIN_PASSWORD, or neither".into());

@@ -250,6 +250,7 @@ async fn serve(opts: NodeOptions) -> anyhow::Result<()> {
                 addr,
                 opts.cookie.clone().unwrap_or_default(),
                 opts.peers.clone(),
+                tls_files(&opts),
             )
             .await?,
         )),
@@ -376,6 +377,21 @@ async fn serve(opts: NodeOptions) -> anyhow::Result<()> {
     dbs.close();
     tracing::info!("stopped");
     Ok(())
+}
+
+fn tls_files(opts: &NodeOptions) -> Option<cluster::TlsFiles> {
+    match (
+        &opts.cluster_tls_cert,
+        &opts.cluster_tls_key,
+        &opts.cluster_tls_ca,
+    ) {
+        (Some(cert), Some(key), Some(ca)) => Some(cluster::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+        }),
+        _ => None,
+    }
 }
 
 /// The Kafka bridge, when brokers are configured; off (said once) otherwise.

@@ -152,3 +152,115 @@ async fn an_edge_node_serves_users_hosted_on_another_node_and_survives_its_resta
         StatusCode::OK
     );
 }
+
+/// A CA and one certificate for every node (127.0.0.1), made with openssl.
+fn certificates(dir: &std::path::Path) -> Vec<(String, String)> {
+    let run = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl (apt-get install openssl)");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=mart test CA",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "node.key",
+            "-out",
+            "node.csr",
+            "-subj",
+            "/CN=mart node",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "node.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "node.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    let path = |f: &str| dir.join(f).display().to_string();
+    vec![
+        ("MART_CLUSTER_TLS_CERT".into(), path("node.pem")),
+        ("MART_CLUSTER_TLS_KEY".into(), path("node.key")),
+        ("MART_CLUSTER_TLS_CA".into(), path("ca.pem")),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_speak_mutual_tls_and_a_node_without_a_certificate_cannot_join() {
+    let dir = std::env::temp_dir().join(format!("mart-tls-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let tls = certificates(&dir);
+    let db = TestDb::empty().await;
+    let b_port = free_port();
+    let mut b_spec = users_node(&db, b_port);
+    b_spec.extra_env.extend(tls.clone());
+    let _b = Node::start(b_spec).await;
+    let mut a_spec = edge_node("node-a", b_port, COOKIE);
+    a_spec.extra_env.extend(tls);
+    let a = Node::start(a_spec).await;
+    a.wait_reachable("users", Duration::from_secs(30)).await;
+    let api = Api::new(&a.http);
+    let (_, token) = api.customer("encrypted").await;
+    assert_eq!(
+        api.get("/user_profile", Some(&token)).await.status(),
+        StatusCode::OK
+    );
+
+    // Right cookie, no certificate: the TLS handshake refuses it.
+    let plain = Node::start(edge_node("plain", b_port, COOKIE)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let plain_api = Api::new(&plain.http);
+    problem(
+        plain_api
+            .register("nocert", "nocert@example.test", "password123")
+            .await,
+        StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
