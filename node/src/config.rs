@@ -226,6 +226,9 @@ pub struct StripeTestServerOptions {
     /// The secret webhooks are signed with.
     #[arg(long, default_value = "whsec_mart_test")]
     pub webhook_secret: String,
+    /// Where browsers reach this server (checkout page links). Default: http://<listen>.
+    #[arg(long)]
+    pub public_url: Option<String>,
 }
 
 /// The services a node hosts.

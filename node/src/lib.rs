@@ -56,7 +56,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 api_key: o.api_key,
                 webhook_url: o.webhook_url,
                 webhook_secret: o.webhook_secret,
-                public_base: format!("http://{}", listener.local_addr()?),
+                public_base: match o.public_url {
+                    Some(url) => url.trim_end_matches('/').to_owned(),
+                    None => format!("http://{}", listener.local_addr()?),
+                },
             };
             tracing::warn!(api = %config.public_base, "mart's Stripe TEST server: no money moves");
             axum::serve(listener, stripe_server::router(config))
