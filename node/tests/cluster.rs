@@ -264,3 +264,118 @@ async fn nodes_speak_mutual_tls_and_a_node_without_a_certificate_cannot_join() {
     .await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_checkout_works_through_the_edge_of_each_of_three_nodes() {
+    let db = TestDb::empty().await;
+    let sink = support::SmtpSink::start(free_port()).await;
+    let ports = [free_port(), free_port(), free_port()];
+    let node = |i: usize, services: &str, extra: Vec<(String, String)>| NodeSpec {
+        name: format!("node-{}", i + 1),
+        services: services.into(),
+        database_url: Some(db.url.clone()),
+        cluster_port: Some(ports[i]),
+        peers: ports
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, p)| *p)
+            .collect(),
+        cookie: Some(COOKIE.into()),
+        http: true,
+        extra_env: extra,
+        ..NodeSpec::default()
+    };
+    let admin_env = vec![
+        (
+            "MART_ADMIN_EMAIL".to_owned(),
+            support::ADMIN_EMAIL.to_owned(),
+        ),
+        (
+            "MART_ADMIN_PASSWORD".to_owned(),
+            support::ADMIN_PASSWORD.to_owned(),
+        ),
+    ];
+    let smtp = vec![(
+        "MART_SMTP_URL".to_owned(),
+        format!("smtp://127.0.0.1:{}", sink.port),
+    )];
+    let n1 = Node::start(node(0, "users,products", admin_env)).await;
+    let n2 = Node::start(node(1, "orders,payments", vec![])).await;
+    let n3 = Node::start(node(2, "inventory,notifications", smtp)).await;
+    for n in [&n1, &n2, &n3] {
+        n.wait_ready(Duration::from_secs(30)).await;
+    }
+    let (e1, e2, e3) = (Api::new(&n1.http), Api::new(&n2.http), Api::new(&n3.http));
+
+    // Each step through a different node's edge.
+    let (_, token) = e3.customer("roamer").await;
+    let admin = e2.admin_token().await;
+    let kettle = e3.stocked_product(&admin, "Kettle", 3999, 10).await;
+    let order: Value = e1
+        .post_json(
+            "/orders/",
+            Some(&token),
+            serde_json::json!({"product_id": kettle, "quantity": 2}),
+        )
+        .await
+        .json()
+        .await
+        .expect("order");
+    assert_eq!(order["status"], "awaiting_payment", "{order}");
+    let id = order["id"].as_str().expect("id").to_owned();
+    let payment: Value = e3
+        .post_json(
+            "/payments/",
+            Some(&token),
+            serde_json::json!({"order_id": id}),
+        )
+        .await
+        .json()
+        .await
+        .expect("payment");
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let paid = browser
+        .post(format!(
+            "{}/pay",
+            payment["checkout_url"].as_str().expect("url")
+        ))
+        .send()
+        .await
+        .expect("pay");
+    assert_eq!(paid.status(), StatusCode::SEE_OTHER);
+    let mut status = Value::Null;
+    for _ in 0..200 {
+        status = e1.get_json(&format!("/orders/{id}"), Some(&token)).await["status"].clone();
+        if status == "paid" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, "paid");
+    let stock = e2
+        .get_json(&format!("/inventory/{kettle}"), Some(&admin))
+        .await;
+    assert_eq!(
+        (stock["on_hand"].as_i64(), stock["reserved"].as_i64()),
+        (Some(8), Some(0))
+    );
+
+    // Mail leaves from node 3, for events written on nodes 1 and 2.
+    for _ in 0..200 {
+        if sink.to("roamer@example.test").len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        sink.to("roamer@example.test").len(),
+        3,
+        "welcome, order received, paid"
+    );
+    let view = e1.get_json("/cluster", Some(&admin)).await;
+    assert_eq!(view["nodes"].as_array().map(Vec::len), Some(3), "{view}");
+}
