@@ -18,6 +18,7 @@
 
 pub mod auth;
 pub mod call;
+mod entities;
 pub mod idempotency;
 pub mod inventory;
 pub mod notifications;

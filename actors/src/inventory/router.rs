@@ -2,14 +2,14 @@
 //! reservations that expired while their actor was not running (the node was
 //! down, or the actor stopped when idle).
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use mart_schema::ProductId;
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use super::stock::{StockActor, StockArgs, StockMsg};
+use crate::entities::Entities;
 use crate::outbox::Outbox;
 
 /// How often the router looks for overdue reservations.
@@ -33,8 +33,7 @@ pub(crate) struct StockRouter;
 pub(crate) struct RouterState {
     pool: Pool,
     outbox: Outbox,
-    actors: HashMap<ProductId, ActorRef<StockMsg>>,
-    products: HashMap<ActorId, ProductId>,
+    actors: Entities<ProductId, StockMsg>,
 }
 
 impl Actor for StockRouter {
@@ -53,8 +52,7 @@ impl Actor for StockRouter {
         Ok(RouterState {
             pool,
             outbox: Outbox::new(mart_schema::Service::Inventory),
-            actors: HashMap::new(),
-            products: HashMap::new(),
+            actors: Entities::new(),
         })
     }
 
@@ -63,9 +61,7 @@ impl Actor for StockRouter {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        for actor in state.actors.values() {
-            actor.stop(Some("router stopping".into()));
-        }
+        state.actors.stop_all();
         Ok(())
     }
 
@@ -77,14 +73,14 @@ impl Actor for StockRouter {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             RouterMsg::Route(product_id, reply) => {
-                let _ = reply.send(state.actor(&myself, product_id).await);
+                let _ = reply.send(state.actor(&myself, product_id));
             }
             RouterMsg::Sweep => {
                 // The database may be briefly away; the next sweep tries again.
                 match state.overdue().await {
                     Ok(products) => {
                         for product_id in products {
-                            if let Ok(actor) = state.actor(&myself, product_id).await {
+                            if let Ok(actor) = state.actor(&myself, product_id) {
                                 let _ = actor.cast(StockMsg::ExpireDue);
                             }
                         }
@@ -102,61 +98,29 @@ impl Actor for StockRouter {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let id = match &event {
-            SupervisionEvent::ActorTerminated(cell, ..) => cell.get_id(),
-            SupervisionEvent::ActorFailed(cell, err) => {
-                tracing::warn!(error = %err, "stock actor crashed; it reloads on next use");
-                cell.get_id()
-            }
-            _ => return Ok(()),
-        };
-        if let Some(product_id) = state.products.remove(&id)
-            && state
-                .actors
-                .get(&product_id)
-                .is_some_and(|a| a.get_id() == id)
-        {
-            state.actors.remove(&product_id);
-        }
+        state.actors.forget(&event);
         Ok(())
     }
 }
 
 impl RouterState {
-    async fn actor(
+    fn actor(
         &mut self,
         myself: &ActorRef<RouterMsg>,
         product_id: ProductId,
     ) -> Result<ActorRef<StockMsg>, String> {
-        if let Some(actor) = self.actors.get(&product_id) {
-            // One that is stopping (idle, or no record) is replaced right away,
-            // without waiting for its termination notice.
-            if matches!(
-                actor.get_status(),
-                ractor::ActorStatus::Running | ractor::ActorStatus::Starting
-            ) {
-                return Ok(actor.clone());
-            }
-            self.actors.remove(&product_id);
-        }
-        let args = StockArgs {
-            product_id,
-            pool: self.pool.clone(),
-            outbox: self.outbox.clone(),
-        };
-        // Loading a product's state takes a few database round trips; do not make
-        // every other product wait for it. Messages queue until it has loaded.
-        let (actor, starting) =
-            ractor::ActorRuntime::spawn_linked_instant(None, StockActor, args, myself.get_cell())
-                .map_err(|e| e.to_string())?;
-        tokio::spawn(async move {
-            if let Ok(Err(e)) = starting.await {
-                tracing::warn!(%product_id, error = %e, "stock actor could not load");
-            }
-        });
-        self.products.insert(actor.get_id(), product_id);
-        self.actors.insert(product_id, actor.clone());
-        Ok(actor)
+        let (pool, outbox) = (self.pool.clone(), self.outbox.clone());
+        self.actors
+            .get_or_start(product_id, &myself.get_cell(), || {
+                (
+                    StockActor,
+                    StockArgs {
+                        product_id,
+                        pool,
+                        outbox,
+                    },
+                )
+            })
     }
 
     async fn overdue(&self) -> Result<Vec<ProductId>, String> {

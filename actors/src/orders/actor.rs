@@ -6,17 +6,17 @@
 //! between leaves `stock_settled = false`, and whoever loads the order next
 //! finishes the step (inventory calls are idempotent by order id).
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use mart_schema::OrderId;
 use mart_schema::order::{Order, OrderError, OrderEvent, OrderEventKind, OrderStatus};
 use mart_schema::user::Caller;
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use time::OffsetDateTime;
 
 use super::store::OrderStore;
 use crate::call::Failure;
+use crate::entities::Entities;
 use crate::inventory::Inventory;
 
 /// How often the router looks for orders with work left.
@@ -262,8 +262,7 @@ pub(crate) struct OrderRouter;
 #[derive(Debug)]
 pub(crate) struct RouterState {
     deps: OrderDeps,
-    actors: HashMap<OrderId, ActorRef<OrderMsg>>,
-    orders: HashMap<ActorId, OrderId>,
+    actors: Entities<OrderId, OrderMsg>,
 }
 
 impl Actor for OrderRouter {
@@ -280,9 +279,17 @@ impl Actor for OrderRouter {
         myself.send_interval(SWEEP_EVERY, || RouterMsg::Sweep);
         Ok(RouterState {
             deps,
-            actors: HashMap::new(),
-            orders: HashMap::new(),
+            actors: Entities::new(),
         })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.actors.stop_all();
+        Ok(())
     }
 
     async fn handle(
@@ -315,16 +322,7 @@ impl Actor for OrderRouter {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let id = match &event {
-            SupervisionEvent::ActorTerminated(cell, ..)
-            | SupervisionEvent::ActorFailed(cell, _) => cell.get_id(),
-            _ => return Ok(()),
-        };
-        if let Some(order) = state.orders.remove(&id)
-            && state.actors.get(&order).is_some_and(|a| a.get_id() == id)
-        {
-            state.actors.remove(&order);
-        }
+        state.actors.forget(&event);
         Ok(())
     }
 }
@@ -335,29 +333,8 @@ impl RouterState {
         myself: &ActorRef<RouterMsg>,
         id: OrderId,
     ) -> Result<ActorRef<OrderMsg>, String> {
-        if let Some(actor) = self.actors.get(&id) {
-            if matches!(
-                actor.get_status(),
-                ractor::ActorStatus::Running | ractor::ActorStatus::Starting
-            ) {
-                return Ok(actor.clone());
-            }
-            self.actors.remove(&id);
-        }
-        let (actor, starting) = ractor::ActorRuntime::spawn_linked_instant(
-            None,
-            OrderActor,
-            (id, self.deps.clone()),
-            myself.get_cell(),
-        )
-        .map_err(|e| e.to_string())?;
-        tokio::spawn(async move {
-            if let Ok(Err(e)) = starting.await {
-                tracing::debug!(order = %id, error = %e, "order actor did not start");
-            }
-        });
-        self.orders.insert(actor.get_id(), id);
-        self.actors.insert(id, actor.clone());
-        Ok(actor)
+        let deps = self.deps.clone();
+        self.actors
+            .get_or_start(id, &myself.get_cell(), || (OrderActor, (id, deps)))
     }
 }

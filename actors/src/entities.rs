@@ -1,0 +1,88 @@
+//! One actor per entity (a product's stock, an open order) on this node: the
+//! map a router keeps, written once.
+//!
+//! An entity's actor is started without waiting for it to load (its messages
+//! queue meanwhile), so one slow load never holds up the router. One that is
+//! stopping is replaced at once; one that ended is forgotten, and the next
+//! message for its entity starts it again from PostgreSQL.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+
+use ractor::{Actor, ActorCell, ActorId, ActorRef, SupervisionEvent};
+
+#[derive(Debug)]
+pub(crate) struct Entities<K, M> {
+    actors: HashMap<K, ActorRef<M>>,
+    keys: HashMap<ActorId, K>,
+}
+
+impl<K, M> Entities<K, M>
+where
+    K: Eq + Hash + Copy + std::fmt::Display + Send + 'static,
+    M: ractor::Message,
+{
+    pub(crate) fn new() -> Self {
+        Self {
+            actors: HashMap::new(),
+            keys: HashMap::new(),
+        }
+    }
+
+    /// The running actor of `key`, or a new one made by `make`, linked to `parent`.
+    pub(crate) fn get_or_start<A>(
+        &mut self,
+        key: K,
+        parent: &ActorCell,
+        make: impl FnOnce() -> (A, A::Arguments),
+    ) -> Result<ActorRef<M>, String>
+    where
+        A: Actor<Msg = M>,
+    {
+        if let Some(actor) = self.actors.get(&key) {
+            if matches!(
+                actor.get_status(),
+                ractor::ActorStatus::Running | ractor::ActorStatus::Starting
+            ) {
+                return Ok(actor.clone());
+            }
+            self.actors.remove(&key);
+        }
+        let (handler, args) = make();
+        let (actor, starting) =
+            ractor::ActorRuntime::spawn_linked_instant(None, handler, args, parent.clone())
+                .map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            if let Ok(Err(e)) = starting.await {
+                tracing::warn!(entity = %key, error = %e, "entity actor could not load");
+            }
+        });
+        self.keys.insert(actor.get_id(), key);
+        self.actors.insert(key, actor.clone());
+        Ok(actor)
+    }
+
+    /// Stops every entity actor (the router is stopping).
+    pub(crate) fn stop_all(&self) {
+        for actor in self.actors.values() {
+            actor.stop(Some("router stopping".into()));
+        }
+    }
+
+    /// Forgets an actor that ended (a supervision event of the router).
+    pub(crate) fn forget(&mut self, event: &SupervisionEvent) {
+        let id = match event {
+            SupervisionEvent::ActorTerminated(cell, ..) => cell.get_id(),
+            SupervisionEvent::ActorFailed(cell, err) => {
+                tracing::warn!(error = %err, "entity actor crashed; it reloads on next use");
+                cell.get_id()
+            }
+            _ => return,
+        };
+        if let Some(key) = self.keys.remove(&id)
+            && self.actors.get(&key).is_some_and(|a| a.get_id() == id)
+        {
+            self.actors.remove(&key);
+        }
+    }
+}
