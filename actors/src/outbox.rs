@@ -125,6 +125,17 @@ impl Outbox {
     }
 }
 
+/// Asks this node's dispatcher of `service` for one last delivery pass (a node
+/// about to leave hands its events to live subscribers first).
+pub async fn flush(service: Service) {
+    if let Some(cell) = ractor::registry::where_is(dispatcher_name(service)) {
+        let dispatcher = ActorRef::<DispatcherMsg>::from(cell);
+        let _ = dispatcher
+            .call(DispatcherMsg::Flush, Some(Duration::from_secs(5)))
+            .await;
+    }
+}
+
 /// The registry name of a service's dispatcher on this node.
 pub fn dispatcher_name(service: Service) -> String {
     format!("{}.outbox", service.group())
@@ -168,6 +179,8 @@ pub enum DispatcherMsg {
     Wake,
     /// Time to look again.
     Tick,
+    /// Deliver what can be delivered now, then answer (before a node leaves).
+    Flush(RpcReplyPort<()>),
 }
 
 /// Delivers one service's outbox to its subscribers.
@@ -249,18 +262,23 @@ impl Actor for Dispatcher {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        if let DispatcherMsg::Wake = msg {
-            // Under load every commit wakes us: one pass per short interval
-            // serves them all.
-            if state.wake_queued {
-                return Ok(());
+        let flushed = match msg {
+            DispatcherMsg::Wake => {
+                // Under load every commit wakes us: one pass per short interval
+                // serves them all.
+                if state.wake_queued {
+                    return Ok(());
+                }
+                if state.last_pass.elapsed() < COALESCE {
+                    state.wake_queued = true;
+                    myself.send_after(COALESCE, || DispatcherMsg::Tick);
+                    return Ok(());
+                }
+                None
             }
-            if state.last_pass.elapsed() < COALESCE {
-                state.wake_queued = true;
-                myself.send_after(COALESCE, || DispatcherMsg::Tick);
-                return Ok(());
-            }
-        }
+            DispatcherMsg::Tick => None,
+            DispatcherMsg::Flush(reply) => Some(reply),
+        };
         state.wake_queued = false;
         // A database outage is not a reason to crash: the events are safe, and
         // the next tick tries again.
@@ -268,6 +286,9 @@ impl Actor for Dispatcher {
             tracing::warn!(service = %state.args.service, error = %e, "outbox dispatch failed; retrying");
         }
         state.last_pass = Instant::now();
+        if let Some(reply) = flushed {
+            let _ = reply.send(());
+        }
         if state.last_lag_report.elapsed() >= LAG_REPORT {
             state.last_lag_report = Instant::now();
             state.report_lag().await;

@@ -130,8 +130,13 @@ impl Hosted {
         report
     }
 
-    /// Stops every hosted service. Callers waiting on them see "unavailable".
+    /// Delivers pending events once more, then stops every hosted service.
+    /// Callers waiting on them see "unavailable".
     pub async fn stop(self) {
+        // Events written by requests that just finished go out before we leave.
+        for service in self.services() {
+            crate::outbox::flush(service).await;
+        }
         let _ = self
             .root
             .stop_and_wait(
