@@ -8,7 +8,11 @@
 
 use deadpool_postgres::{Pool, Transaction};
 use mart_schema::UserId;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use sha2::Digest;
+
+use crate::call::Failure;
 
 /// A request running longer than this is taken as abandoned (its node died).
 const ABANDONED_AFTER_SECS: f64 = 60.0;
@@ -126,6 +130,82 @@ impl Idempotency {
     pub async fn forget(&self, pool: &Pool, user: UserId, key: &str) {
         if let Ok(client) = pool.get().await {
             let _ = client.execute(&self.forget, &[&user, &key]).await;
+        }
+    }
+}
+
+/// What a keyed request's first run produced.
+#[derive(Debug)]
+pub struct FirstRun<T> {
+    pub value: T,
+    /// The outcome was already recorded with what it wrote (in its transaction).
+    pub recorded: bool,
+}
+
+/// The rejections a service answers for key misuse.
+#[derive(Debug, Clone)]
+pub struct KeyErrors<E> {
+    pub in_progress: E,
+    pub mismatch: E,
+}
+
+impl Idempotency {
+    /// Runs a request under its optional `Idempotency-Key`: the first time it
+    /// runs `first` (given the key to record with what it writes); afterwards
+    /// it replays the recorded outcome. The flag says whether this is a replay.
+    /// A rejection is recorded too; broken infrastructure forgets the key so a
+    /// retry may succeed.
+    pub async fn run<T, E>(
+        &self,
+        pool: &Pool,
+        user: UserId,
+        key: Option<&str>,
+        request: &impl Serialize,
+        errors: KeyErrors<E>,
+        first: impl AsyncFnOnce(Option<&str>) -> Result<FirstRun<T>, Failure<E>>,
+    ) -> Result<(T, bool), Failure<E>>
+    where
+        T: Serialize + DeserializeOwned,
+        E: Serialize + DeserializeOwned + Clone,
+    {
+        let Some(key) = key else {
+            return first(None).await.map(|run| (run.value, false));
+        };
+        match self
+            .claim(pool, user, key, &fingerprint(request))
+            .await
+            .map_err(Failure::Infrastructure)?
+        {
+            Claim::Running => Err(Failure::Rejected(errors.in_progress)),
+            Claim::Mismatch => Err(Failure::Rejected(errors.mismatch)),
+            Claim::Done(outcome) => {
+                let replay: Result<T, E> = serde_json::from_value(outcome)
+                    .map_err(|e| Failure::Infrastructure(e.to_string()))?;
+                replay.map(|value| (value, true)).map_err(Failure::Rejected)
+            }
+            Claim::New => match first(Some(key)).await {
+                Ok(run) => {
+                    if !run.recorded {
+                        let outcome =
+                            serde_json::to_value(Ok::<&T, E>(&run.value)).unwrap_or_default();
+                        self.finish(pool, user, key, &outcome)
+                            .await
+                            .map_err(Failure::Infrastructure)?;
+                    }
+                    Ok((run.value, false))
+                }
+                Err(Failure::Rejected(no)) => {
+                    let outcome = serde_json::to_value(Err::<T, &E>(&no)).unwrap_or_default();
+                    self.finish(pool, user, key, &outcome)
+                        .await
+                        .map_err(Failure::Infrastructure)?;
+                    Err(Failure::Rejected(no))
+                }
+                Err(failure) => {
+                    self.forget(pool, user, key).await;
+                    Err(failure)
+                }
+            },
         }
     }
 }

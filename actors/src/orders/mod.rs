@@ -32,7 +32,7 @@ use actor::{OrderMsg, RouterMsg};
 use store::OrderStore;
 
 use crate::call::{CallError, Failure, Rejection, ServiceClient, spawn_answer};
-use crate::idempotency::{Claim, fingerprint};
+use crate::idempotency::{FirstRun, KeyErrors};
 use crate::inventory::Inventory;
 use crate::outbox::Outbox;
 use crate::products::Products;
@@ -341,39 +341,29 @@ async fn place(
     }
     errors.into_result().map_err(OrderError::Invalid)?;
 
-    let Some(key) = key else {
-        return place_once(deps, caller, &items, None)
-            .await
-            .map(|order| (order, false));
+    let errors = KeyErrors {
+        in_progress: OrderError::IdempotencyInProgress,
+        mismatch: OrderError::IdempotencyMismatch,
     };
-    let (store, keys) = (&deps.store, &deps.store.keys);
-    let claim = keys
-        .claim(&store.pool, caller.user_id, &key, &fingerprint(&items))
+    let store = &deps.store;
+    store
+        .keys
+        .run(
+            &store.pool,
+            caller.user_id,
+            key.as_deref(),
+            &items,
+            errors,
+            async |key| {
+                // The order's transaction records the key's outcome.
+                let value = place_once(deps, caller, &items, key).await?;
+                Ok(FirstRun {
+                    value,
+                    recorded: true,
+                })
+            },
+        )
         .await
-        .map_err(Failure::Infrastructure)?;
-    match claim {
-        Claim::Running => Err(OrderError::IdempotencyInProgress.into()),
-        Claim::Mismatch => Err(OrderError::IdempotencyMismatch.into()),
-        Claim::Done(outcome) => {
-            let replay: Result<Order, OrderError> = serde_json::from_value(outcome)
-                .map_err(|e| Failure::Infrastructure(e.to_string()))?;
-            replay.map(|order| (order, true)).map_err(Failure::Rejected)
-        }
-        Claim::New => match place_once(deps, caller, &items, Some(&key)).await {
-            Ok(order) => Ok((order, false)),
-            Err(Failure::Rejected(no)) => {
-                let outcome = serde_json::to_value(Err::<Order, _>(no.clone())).unwrap_or_default();
-                keys.finish(&store.pool, caller.user_id, &key, &outcome)
-                    .await
-                    .map_err(Failure::Infrastructure)?;
-                Err(Failure::Rejected(no))
-            }
-            Err(failure) => {
-                keys.forget(&store.pool, caller.user_id, &key).await;
-                Err(failure)
-            }
-        },
-    }
 }
 
 async fn place_once(

@@ -30,7 +30,7 @@ use ractor_cluster::RactorClusterMessage;
 use time::OffsetDateTime;
 
 use crate::call::{CallError, Failure, Rejection, ServiceClient, spawn_answer};
-use crate::idempotency::{Claim, fingerprint};
+use crate::idempotency::{FirstRun, KeyErrors};
 use crate::orders::Orders;
 use crate::outbox::Outbox;
 use crate::wire::Wire;
@@ -268,50 +268,22 @@ impl PaymentService {
         key: Option<String>,
         order: OrderId,
     ) -> Outcome<(Payment, bool)> {
-        let Some(key) = key else {
-            return self
-                .create_once(caller, order, None)
-                .await
-                .map(|p| (p, false));
+        let errors = KeyErrors {
+            in_progress: PaymentError::IdempotencyInProgress,
+            mismatch: PaymentError::IdempotencyMismatch,
         };
-        let keys = &self.store.keys;
-        let claim = keys
-            .claim(&self.store.pool, caller.user_id, &key, &fingerprint(&order))
+        let store = &self.store;
+        store
+            .keys
+            .run(
+                &store.pool,
+                caller.user_id,
+                key.as_deref(),
+                &order,
+                errors,
+                async |key| self.create_once(caller, order, key).await,
+            )
             .await
-            .map_err(Failure::Infrastructure)?;
-        match claim {
-            Claim::Running => Err(PaymentError::IdempotencyInProgress.into()),
-            Claim::Mismatch => Err(PaymentError::IdempotencyMismatch.into()),
-            Claim::Done(outcome) => {
-                let replay: Result<Payment, PaymentError> = serde_json::from_value(outcome)
-                    .map_err(|e| Failure::Infrastructure(e.to_string()))?;
-                replay.map(|p| (p, true)).map_err(Failure::Rejected)
-            }
-            Claim::New => match self.create_once(caller, order, Some(&key)).await {
-                Ok(payment) => {
-                    // A new payment recorded this with its session; an existing
-                    // live one (a concurrent click) did not.
-                    let outcome = serde_json::to_value(Ok::<&Payment, PaymentError>(&payment))
-                        .unwrap_or_default();
-                    keys.finish(&self.store.pool, caller.user_id, &key, &outcome)
-                        .await
-                        .map_err(Failure::Infrastructure)?;
-                    Ok((payment, false))
-                }
-                Err(Failure::Rejected(no)) => {
-                    let outcome =
-                        serde_json::to_value(Err::<Payment, _>(no.clone())).unwrap_or_default();
-                    keys.finish(&self.store.pool, caller.user_id, &key, &outcome)
-                        .await
-                        .map_err(Failure::Infrastructure)?;
-                    Err(Failure::Rejected(no))
-                }
-                Err(failure) => {
-                    keys.forget(&self.store.pool, caller.user_id, &key).await;
-                    Err(failure)
-                }
-            },
-        }
     }
 
     async fn create_once(
@@ -319,7 +291,7 @@ impl PaymentService {
         caller: Caller,
         order_id: OrderId,
         key: Option<&str>,
-    ) -> Outcome<Payment> {
+    ) -> Outcome<FirstRun<Payment>> {
         let order = match self.orders.get(caller, order_id).await {
             Ok(order) => order,
             Err(CallError::Rejected(OrderError::NotFound)) => {
@@ -350,7 +322,14 @@ impl PaymentService {
                 Some(live) if live.payment.status == PaymentStatus::Succeeded => {
                     return Err(PaymentError::OrderNotPayable("paid".into()).into());
                 }
-                Some(live) if live.session_id.is_some() => return Ok(live.payment),
+                // A concurrent click's payment: its outcome is recorded under
+                // its own key, not this one.
+                Some(live) if live.session_id.is_some() => {
+                    return Ok(FirstRun {
+                        value: live.payment,
+                        recorded: false,
+                    });
+                }
                 // Being created right now, or just went away: look again shortly.
                 _ => tokio::time::sleep(Duration::from_millis(100)).await,
             }
@@ -395,7 +374,10 @@ impl PaymentService {
         self.store
             .attach_session(&payment, &session.id, key.zip(outcome.as_ref()))
             .await?;
-        Ok(payment)
+        Ok(FirstRun {
+            value: payment,
+            recorded: true,
+        })
     }
 
     async fn outcome(&self, id: PaymentId) -> Outcome<PaymentOutcome> {
