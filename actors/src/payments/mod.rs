@@ -34,7 +34,7 @@ use crate::idempotency::{FirstRun, KeyErrors};
 use crate::orders::Orders;
 use crate::outbox::Outbox;
 use crate::wire::Wire;
-use gateway::{CheckoutGateway, CheckoutLine, GatewayError, NewCheckout};
+use gateway::{CheckoutGateway, CheckoutLine, CheckoutSession, GatewayError, NewCheckout};
 use store::{PaymentStore, Row2};
 
 /// The payment service's mailbox.
@@ -393,19 +393,25 @@ impl PaymentService {
         })
     }
 
-    async fn confirm(&self, session_id: &str) -> Outcome<PaymentOutcome> {
+    /// Our payment for a checkout session, and what Stripe says of the session:
+    /// a redirect or a webhook is never trusted on its own.
+    async fn payment_and_session(&self, session_id: &str) -> Outcome<(Row2, CheckoutSession)> {
         let row = self
             .store
             .by_session(session_id)
             .await?
             .ok_or(Failure::Rejected(PaymentError::NotFound))?;
-        // Never trust the redirect: ask Stripe.
         let session = self
             .deps
             .gateway
             .session(session_id.to_owned())
             .await
             .map_err(provider)?;
+        Ok((row, session))
+    }
+
+    async fn confirm(&self, session_id: &str) -> Outcome<PaymentOutcome> {
+        let (row, session) = self.payment_and_session(session_id).await?;
         if session.payment_status == "paid" {
             self.settle_paid(row.clone(), session.payment_intent.as_deref())
                 .await?;
@@ -481,17 +487,7 @@ impl PaymentService {
     }
 
     async fn fail(&self, session_id: &str) -> Outcome<PaymentOutcome> {
-        let row = self
-            .store
-            .by_session(session_id)
-            .await?
-            .ok_or(Failure::Rejected(PaymentError::NotFound))?;
-        let session = self
-            .deps
-            .gateway
-            .session(session_id.to_owned())
-            .await
-            .map_err(provider)?;
+        let (row, session) = self.payment_and_session(session_id).await?;
         if session.payment_status != "paid" && row.payment.status == PaymentStatus::Pending {
             self.store
                 .transition(&row, PaymentStatus::Pending, PaymentStatus::Failed, None)
