@@ -203,6 +203,8 @@ pub struct DispatcherState {
     last_pass: Instant,
     wake_queued: bool,
     last_lag_report: Instant,
+    /// Subscribers whose cursors exist.
+    registered: std::collections::HashSet<String>,
 }
 
 #[derive(Debug)]
@@ -253,6 +255,7 @@ impl Actor for Dispatcher {
             last_pass: Instant::now(),
             wake_queued: false,
             last_lag_report: Instant::now(),
+            registered: Default::default(),
         })
     }
 
@@ -320,12 +323,19 @@ impl DispatcherState {
         let members = live_subscribers(self.args.service);
         let client = self.args.pool.get().await.map_err(|e| e.to_string())?;
         // Any subscriber seen once gets durable cursors: from then on nothing is
-        // lost while it is down. A new one starts from the first event.
-        for name in members.keys() {
+        // lost while it is down. A new one starts from the first event. Once
+        // registered, a name needs no more writes from this dispatcher.
+        let new: Vec<String> = members
+            .keys()
+            .filter(|n| !self.registered.contains(*n))
+            .cloned()
+            .collect();
+        for name in new {
             client
-                .execute(&self.sql.register, &[name])
+                .execute(&self.sql.register, &[&name])
                 .await
                 .map_err(|e| e.to_string())?;
+            self.registered.insert(name);
         }
         let subscribers = client
             .query(&self.sql.subscribers, &[])
