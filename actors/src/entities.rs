@@ -1,5 +1,10 @@
 //! One actor per entity (a product's stock, an open order) on this node: the
-//! map a router keeps, written once.
+//! map an owner router keeps, written once.
+//!
+//! The router joins its service's owner group (see [`crate::owners`]) and
+//! watches it: when membership changes, actors of entities this node no longer
+//! owns finish what is in their mailboxes and stop, and the new owner loads
+//! them from PostgreSQL.
 //!
 //! An entity's actor is started without waiting for it to load (its messages
 //! queue meanwhile), so one slow load never holds up the router. One that is
@@ -9,7 +14,10 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 
+use mart_schema::Service;
 use ractor::{Actor, ActorCell, ActorId, ActorRef, SupervisionEvent};
+
+use crate::owners;
 
 #[derive(Debug)]
 pub(crate) struct Entities<K, M> {
@@ -19,7 +27,7 @@ pub(crate) struct Entities<K, M> {
 
 impl<K, M> Entities<K, M>
 where
-    K: Eq + Hash + Copy + std::fmt::Display + Send + 'static,
+    K: Eq + Hash + Copy + std::fmt::Display + Into<uuid::Uuid> + Send + 'static,
     M: ractor::Message,
 {
     pub(crate) fn new() -> Self {
@@ -62,10 +70,38 @@ where
         Ok(actor)
     }
 
-    /// Stops every entity actor (the router is stopping).
+    /// Joins `router` to `service`'s owner group and watches the group.
+    pub(crate) fn join(service: Service, router: &ActorCell) {
+        ractor::pg::join(owners::group(service), vec![router.clone()]);
+        ractor::pg::monitor(owners::group(service), router.clone());
+    }
+
+    /// Leaves the owner group (the node is going away): peers stop routing here.
+    pub(crate) fn leave(service: Service, router: &ActorCell) {
+        ractor::pg::leave(owners::group(service), vec![router.clone()]);
+    }
+
+    /// Hands off the entities this node no longer owns: each actor finishes
+    /// what is already in its mailbox, then stops.
+    pub(crate) fn hand_off(&mut self, service: Service) {
+        let foreign: Vec<K> = self
+            .actors
+            .keys()
+            .filter(|key| !owners::is_mine(service, (**key).into()))
+            .copied()
+            .collect();
+        for key in foreign {
+            if let Some(actor) = self.actors.remove(&key) {
+                tracing::debug!(%service, entity = %key, "handing off");
+                let _ = actor.drain();
+            }
+        }
+    }
+
+    /// Stops every entity actor once its mailbox is empty (the router is stopping).
     pub(crate) fn stop_all(&self) {
         for actor in self.actors.values() {
-            actor.stop(Some("router stopping".into()));
+            let _ = actor.drain();
         }
     }
 

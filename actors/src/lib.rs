@@ -9,6 +9,8 @@
 //!   frame ever panicking a node.
 //! - [`outbox`]: events written with the state change, delivered in order to
 //!   durable subscribers until acknowledged.
+//! - [`owners`]: which node owns an entity (a product's stock, an order):
+//!   rendezvous hashing over the live owner routers, fenced in PostgreSQL.
 //! - [`auth`]: signing and verifying access tokens.
 //! - [`idempotency`]: `Idempotency-Key` handling for requests that create things.
 //! - [`users`], [`products`], [`inventory`], [`orders`], [`payments`], [`notifications`]: the services and their handles.
@@ -24,6 +26,7 @@ pub mod inventory;
 pub mod notifications;
 pub mod orders;
 pub mod outbox;
+pub mod owners;
 pub mod payments;
 pub mod products;
 pub mod services;

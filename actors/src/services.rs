@@ -10,14 +10,13 @@ use mart_schema::Service;
 use ractor::{Actor, ActorRef};
 
 use crate::auth::TokenKeys;
-use crate::inventory::{
-    CATALOG_SUBSCRIBER, CatalogSubscriber, InventoryFront, ROUTER, StockRouter,
-};
+use crate::inventory::{CATALOG_SUBSCRIBER, CatalogSubscriber, InventoryFront, StockRouter};
 use crate::notifications::{
     MailSender, Mailer, NotificationSubscriber, NotificationsFront, SENDER, SUBSCRIBER,
 };
-use crate::orders::{OrderRouter, OrderServiceDeps, OrdersFront, ROUTER as ORDER_ROUTER};
+use crate::orders::{OrderRouter, OrderServiceDeps, OrdersFront};
 use crate::outbox::{Dispatcher, DispatcherArgs, dispatcher_name};
+use crate::owners;
 use crate::payments::{PaymentDeps, PaymentService, PaymentsFront, Reconciler};
 use crate::products::{ProductRules, ProductsWorker};
 use crate::supervisor::{ChildSpec, Supervisor, SupervisorMsg};
@@ -81,7 +80,7 @@ impl Hosted {
     pub async fn start(node: &str, deps: ServiceDeps) -> Result<Self, String> {
         let mut groups = Vec::new();
         for (&service, pool) in &deps.pools {
-            let children = service_children(service, pool.clone(), &deps)?;
+            let children = service_children(node, service, pool.clone(), &deps)?;
             let name = format!("{}.supervisor", service.group());
             groups.push(ChildSpec::new(name.clone(), move |parent| {
                 let (name, children) = (name.clone(), children.clone());
@@ -130,9 +129,22 @@ impl Hosted {
         report
     }
 
-    /// Delivers pending events once more, then stops every hosted service.
-    /// Callers waiting on them see "unavailable".
+    /// Leaves gracefully: stops taking new work (peers route requests and
+    /// entities elsewhere), lets entity actors finish what they hold, delivers
+    /// pending events once more, then stops every hosted service.
     pub async fn stop(self) {
+        for service in self.services() {
+            let fronts = ractor::pg::get_local_members(&service.group());
+            ractor::pg::leave(service.group(), fronts);
+            let routers = ractor::pg::get_local_members(&owners::group(service));
+            ractor::pg::leave(owners::group(service), routers.clone());
+            // Their entities load on the new owners from what is written here.
+            for router in routers {
+                router
+                    .drain_children_and_wait(Some(Duration::from_secs(10)))
+                    .await;
+            }
+        }
         // Events written by requests that just finished go out before we leave.
         for service in self.services() {
             crate::outbox::flush(service).await;
@@ -141,13 +153,14 @@ impl Hosted {
             .root
             .stop_and_wait(
                 Some("node shutting down".into()),
-                Some(Duration::from_secs(10)),
+                Some(Duration::from_secs(15)),
             )
             .await;
     }
 }
 
 fn service_children(
+    node: &str,
     service: Service,
     pool: Pool,
     deps: &ServiceDeps,
@@ -179,10 +192,11 @@ fn service_children(
         }
         Service::Inventory => {
             let router_pool = pool.clone();
+            let name = owners::router_name(Service::Inventory, node);
             children.push(ChildSpec::new("router", move |parent| {
-                let pool = router_pool.clone();
+                let (pool, name) = (router_pool.clone(), name.clone());
                 async move {
-                    Actor::spawn_linked(Some(ROUTER.into()), StockRouter, pool, parent)
+                    Actor::spawn_linked(Some(name), StockRouter, pool, parent)
                         .await
                         .map(|(actor, _)| actor.get_cell())
                         .map_err(|e| e.to_string())
@@ -211,10 +225,11 @@ fn service_children(
         Service::Orders => {
             let deps = OrderServiceDeps::new(pool, settings.reservation_ttl, settings.call_timeout);
             let actor_deps = deps.actor_deps();
+            let name = owners::router_name(Service::Orders, node);
             children.push(ChildSpec::new("router", move |parent| {
-                let deps = actor_deps.clone();
+                let (deps, name) = (actor_deps.clone(), name.clone());
                 async move {
-                    Actor::spawn_linked(Some(ORDER_ROUTER.into()), OrderRouter, deps, parent)
+                    Actor::spawn_linked(Some(name), OrderRouter, deps, parent)
                         .await
                         .map(|(actor, _)| actor.get_cell())
                         .map_err(|e| e.to_string())

@@ -21,6 +21,9 @@ pub type SpawnFn = Arc<
 >;
 
 /// A child the supervisor keeps alive.
+/// How long a stopping supervisor waits for one child.
+const CHILD_STOP: Duration = Duration::from_secs(10);
+
 #[derive(Clone)]
 pub struct ChildSpec {
     pub name: String,
@@ -117,9 +120,15 @@ impl Actor for Supervisor {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        for (_, (_, cell)) in state.running.drain() {
-            cell.stop(Some("supervisor stopping".into()));
-        }
+        // Waits for each child to finish the message in hand: a node that
+        // exits with a handler mid-way (a mail sent, its row not yet marked)
+        // would have another node do the work twice.
+        let children = state.running.drain().map(|(_, (_, cell))| async move {
+            let _ = cell
+                .stop_and_wait(Some("supervisor stopping".into()), Some(CHILD_STOP))
+                .await;
+        });
+        futures::future::join_all(children).await;
         Ok(())
     }
 

@@ -83,10 +83,16 @@ pub fn migrations(service: Service) -> Result<Vec<Migration>, DbError> {
             "V2__products",
             include_str!("../migrations/products/V2__products.sql"),
         )],
-        Service::Inventory => &[(
-            "V2__inventory",
-            include_str!("../migrations/inventory/V2__inventory.sql"),
-        )],
+        Service::Inventory => &[
+            (
+                "V2__inventory",
+                include_str!("../migrations/inventory/V2__inventory.sql"),
+            ),
+            (
+                "V3__owner_epoch",
+                include_str!("../migrations/inventory/V3__owner_epoch.sql"),
+            ),
+        ],
         Service::Orders => &[(
             "V2__orders",
             include_str!("../migrations/orders/V2__orders.sql"),

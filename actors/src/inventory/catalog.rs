@@ -95,7 +95,11 @@ async fn apply(pool: &Pool, event: &EventEnvelope) -> Result<(), String> {
     }
     tx.commit().await.map_err(|e| e.to_string())?;
     if let Some(product) = archived {
-        super::archive_live(product).await;
+        // The record says archived already; a live actor that did not hear
+        // this only keeps selling until it next loads.
+        if let Err(e) = super::archive_live(product).await {
+            tracing::warn!(%product, error = ?e, "could not tell the stock owner about the archive");
+        }
     }
     Ok(())
 }

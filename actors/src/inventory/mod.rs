@@ -3,8 +3,9 @@
 //! - [`stock`]: one actor per product owns its levels (started on demand, stopped
 //!   when idle, loaded from PostgreSQL), deciding changes one at a time and
 //!   writing them in batches.
-//! - [`router`]: finds or starts a product's actor on this node; sweeps for
-//!   reservations that expired while nobody was watching.
+//! - [`router`]: this node's owner router — runs the actors of the products this
+//!   node owns and answers for them from any node; sweeps for reservations
+//!   that expired while nobody was watching.
 //! - [`catalog`]: creates stock records from `product.created` events (delivered
 //!   through the product outbox, so a product created while inventory was down
 //!   still gets its stock) and archives them on `product.deleted`.
@@ -24,16 +25,17 @@ use mart_schema::inventory::{
 };
 use mart_schema::user::Caller;
 use mart_schema::{FieldErrors, OrderId, ProductId, Service};
-use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 use time::OffsetDateTime;
 
 pub(crate) use catalog::{CATALOG_SUBSCRIBER, CatalogSubscriber};
-pub(crate) use router::{ROUTER, StockRouter};
-use stock::{OpDone, StockMsg, StockOp};
+use router::RouterMsg;
+pub(crate) use router::StockRouter;
+use stock::{OpDone, StockOp};
 
 use crate::call::{CallError, Failure, Rejection, ServiceClient, spawn_answer};
+use crate::owners;
 use crate::wire::Wire;
 
 /// Most units one line may reserve.
@@ -234,66 +236,31 @@ fn admin_only(asker: Asker) -> Result<(), InventoryError> {
     }
 }
 
-/// The stock actor of `product` on this node.
-async fn stock_actor(product: ProductId) -> Outcome<ActorRef<StockMsg>> {
-    let router = ractor::registry::where_is(ROUTER)
-        .map(ActorRef::<router::RouterMsg>::from)
-        .ok_or_else(|| Failure::Infrastructure("inventory router not running".into()))?;
-    match router
-        .call(
-            |reply| router::RouterMsg::Route(product, reply),
-            Some(std::time::Duration::from_secs(5)),
-        )
-        .await
-    {
-        Ok(CallResult::Success(Ok(actor))) => Ok(actor),
-        Ok(CallResult::Success(Err(e))) => Err(Failure::Infrastructure(e)),
-        _ => Err(Failure::Infrastructure(
-            "inventory router did not answer".into(),
-        )),
-    }
-}
+/// How long the owner may take to decide one change.
+const OWNER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Sends one change to a product's actor and waits for its answer. An actor
-/// that stopped (idle) between lookup and send is looked up once more.
+/// Sends one change to the product's owner and waits for its answer.
 async fn op(product: ProductId, change: StockOp) -> Outcome<OpDone> {
-    for _ in 0..2 {
-        let actor = stock_actor(product).await?;
-        match actor
-            .call(
-                |reply| StockMsg::Op(change.clone(), Some(reply)),
-                Some(std::time::Duration::from_secs(10)),
-            )
-            .await
-        {
-            Ok(CallResult::Success(answer)) => return answer.map_err(Failure::Rejected),
-            Ok(CallResult::Timeout) => {
-                return Err(Failure::Infrastructure("stock actor timed out".into()));
-            }
-            Ok(CallResult::SenderError) => {
-                return Err(Failure::Infrastructure(
-                    "stock actor failed while deciding".into(),
-                ));
-            }
-            Err(_) => continue,
-        }
-    }
-    Err(Failure::Infrastructure("stock actor unavailable".into()))
+    let idempotent = change.is_idempotent();
+    owners::ask(
+        Service::Inventory,
+        product.0,
+        idempotent,
+        OWNER_TIMEOUT,
+        |reply| RouterMsg::Op(Wire::Value((product, change.clone())), reply),
+    )
+    .await
 }
 
 async fn levels(product: ProductId) -> Outcome<StockLevels> {
-    for _ in 0..2 {
-        let actor = stock_actor(product).await?;
-        match actor
-            .call(StockMsg::Levels, Some(std::time::Duration::from_secs(5)))
-            .await
-        {
-            Ok(CallResult::Success(answer)) => return answer.map_err(Failure::Rejected),
-            Ok(_) => return Err(Failure::Infrastructure("stock actor did not answer".into())),
-            Err(_) => continue,
-        }
-    }
-    Err(Failure::Infrastructure("stock actor unavailable".into()))
+    owners::ask(
+        Service::Inventory,
+        product.0,
+        true,
+        OWNER_TIMEOUT,
+        |reply| RouterMsg::Levels(Wire::Value(product), reply),
+    )
+    .await
 }
 
 fn line_of(done: OpDone) -> Outcome<ReservedLine> {
@@ -436,9 +403,8 @@ async fn show(pool: &Pool, order: OrderId) -> Outcome<Reservation> {
     })
 }
 
-/// Archives a product's live stock actor, if any (used by the catalog subscriber).
-pub(crate) async fn archive_live(product: ProductId) {
-    if let Ok(actor) = stock_actor(product).await {
-        let _ = actor.cast(StockMsg::Op(StockOp::Archive, None));
-    }
+/// Tells the product's owner it was archived (used by the catalog subscriber,
+/// after marking the record archived).
+pub(crate) async fn archive_live(product: ProductId) -> Outcome<()> {
+    op(product, StockOp::Archive).await.map(|_| ())
 }

@@ -1,29 +1,41 @@
-//! Finds (or starts) the stock actor of a product on this node, and sweeps for
-//! reservations that expired while their actor was not running (the node was
-//! down, or the actor stopped when idle).
+//! This node's inventory owner router: runs the stock actors of the products
+//! this node owns (see [`crate::owners`]), answers stock requests for them from
+//! any node, hands products off when membership changes, and sweeps for
+//! reservations that expired while no actor was watching (the owner was down,
+//! or the actor stopped when idle).
 
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use mart_schema::ProductId;
+use mart_schema::inventory::{InventoryError, StockLevels};
+use mart_schema::{ProductId, Service};
+use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor_cluster::RactorClusterMessage;
 
-use super::stock::{StockActor, StockArgs, StockMsg};
+use super::stock::{OpDone, StockActor, StockArgs, StockMsg, StockOp};
 use crate::entities::Entities;
 use crate::outbox::Outbox;
+use crate::owners::{self, Owned};
+use crate::wire::Wire;
 
 /// How often the router looks for overdue reservations.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// How long a stock actor may take to decide and write one change.
+const DECIDE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The registry name of this node's router.
-pub(crate) const ROUTER: &str = "mart.inventory.router";
+pub(crate) type OpAnswer = Result<OpDone, Owned<InventoryError>>;
+pub(crate) type LevelsAnswer = Result<StockLevels, Owned<InventoryError>>;
 
-#[derive(Debug, ractor_cluster::RactorMessage)]
+#[derive(Debug, RactorClusterMessage)]
 pub(crate) enum RouterMsg {
-    /// The stock actor of a product, started if needed.
-    Route(ProductId, RpcReplyPort<Result<ActorRef<StockMsg>, String>>),
-    /// Wake the actors of products with overdue reservations.
-    Sweep,
+    /// A change to a product this node owns, from any node.
+    #[rpc]
+    Op(Wire<(ProductId, StockOp)>, RpcReplyPort<Wire<OpAnswer>>),
+    #[rpc]
+    Levels(Wire<ProductId>, RpcReplyPort<Wire<LevelsAnswer>>),
+    /// Wake the actors of owned products with overdue reservations.
+    Sweep(Wire<()>),
 }
 
 #[derive(Debug)]
@@ -46,21 +58,23 @@ impl Actor for StockRouter {
         myself: ActorRef<Self::Msg>,
         pool: Pool,
     ) -> Result<Self::State, ActorProcessingErr> {
+        Entities::<ProductId, StockMsg>::join(Service::Inventory, &myself.get_cell());
         // At start-up first: reservations that fell due while the node was down.
-        let _ = myself.cast(RouterMsg::Sweep);
-        myself.send_interval(SWEEP_EVERY, || RouterMsg::Sweep);
+        let _ = myself.cast(RouterMsg::Sweep(Wire::Value(())));
+        myself.send_interval(SWEEP_EVERY, || RouterMsg::Sweep(Wire::Value(())));
         Ok(RouterState {
             pool,
-            outbox: Outbox::new(mart_schema::Service::Inventory),
+            outbox: Outbox::new(Service::Inventory),
             actors: Entities::new(),
         })
     }
 
     async fn post_stop(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        Entities::<ProductId, StockMsg>::leave(Service::Inventory, &myself.get_cell());
         state.actors.stop_all();
         Ok(())
     }
@@ -72,14 +86,55 @@ impl Actor for StockRouter {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            RouterMsg::Route(product_id, reply) => {
-                let _ = reply.send(state.actor(&myself, product_id));
+            RouterMsg::Op(request, reply) => {
+                let (product, op) = match request.into_result() {
+                    Ok(request) => request,
+                    Err(reason) => {
+                        answer(reply, Err(malformed(reason)));
+                        return Ok(());
+                    }
+                };
+                match state.actor(&myself, product) {
+                    // Decided in a task: the router keeps routing meanwhile.
+                    Ok(actor) => {
+                        tokio::spawn(async move { answer(reply, decide(actor, op).await) });
+                    }
+                    Err(e) => answer(reply, Err(Owned::Failed(e))),
+                }
             }
-            RouterMsg::Sweep => {
+            RouterMsg::Levels(request, reply) => {
+                let product = match request.into_result() {
+                    Ok(product) => product,
+                    Err(reason) => {
+                        answer(reply, Err(malformed(reason)));
+                        return Ok(());
+                    }
+                };
+                match state.actor(&myself, product) {
+                    Ok(actor) => {
+                        tokio::spawn(async move {
+                            let levels = match actor
+                                .call(StockMsg::Levels, Some(DECIDE_TIMEOUT))
+                                .await
+                            {
+                                Ok(CallResult::Success(levels)) => levels,
+                                Ok(_) => Err(Owned::Failed("stock actor did not answer".into())),
+                                Err(_) => Err(Owned::Moved("stock actor stopped".into())),
+                            };
+                            answer(reply, levels);
+                        });
+                    }
+                    Err(e) => answer(reply, Err(Owned::Failed(e))),
+                }
+            }
+            RouterMsg::Sweep(_) => {
                 // The database may be briefly away; the next sweep tries again.
                 match state.overdue().await {
                     Ok(products) => {
                         for product_id in products {
+                            if !owners::is_mine(Service::Inventory, product_id.0) {
+                                continue;
+                            }
                             if let Ok(actor) = state.actor(&myself, product_id) {
                                 let _ = actor.cast(StockMsg::ExpireDue);
                             }
@@ -98,8 +153,37 @@ impl Actor for StockRouter {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        state.actors.forget(&event);
+        match event {
+            SupervisionEvent::ProcessGroupChanged(_) => state.actors.hand_off(Service::Inventory),
+            event => state.actors.forget(&event),
+        }
         Ok(())
+    }
+}
+
+fn answer<T>(reply: RpcReplyPort<Wire<T>>, value: T) {
+    let _ = reply.send(Wire::Value(value));
+}
+
+fn malformed(reason: String) -> Owned<InventoryError> {
+    Owned::Rejected(<InventoryError as crate::call::Rejection>::malformed(
+        reason,
+    ))
+}
+
+/// One change, decided and written by the product's actor.
+async fn decide(actor: ActorRef<StockMsg>, op: StockOp) -> OpAnswer {
+    match actor
+        .call(|reply| StockMsg::Op(op, Some(reply)), Some(DECIDE_TIMEOUT))
+        .await
+    {
+        Ok(CallResult::Success(answer)) => answer,
+        Ok(CallResult::Timeout) => Err(Owned::Failed("stock actor timed out".into())),
+        Ok(CallResult::SenderError) => {
+            Err(Owned::Failed("stock actor failed while deciding".into()))
+        }
+        // It stopped (idle, handed off) before taking the change: nothing written.
+        Err(_) => Err(Owned::Moved("stock actor stopped".into())),
     }
 }
 

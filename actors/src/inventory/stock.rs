@@ -6,6 +6,11 @@
 //! being written, and the next flush decides all of them in arrival order and
 //! writes them (levels, lines, events) in one transaction. Each caller still
 //! gets its own exact answer, sent only after the transaction commits.
+//!
+//! Fencing: loading takes the product's `owner_epoch` (incrementing it), and
+//! every write requires it unchanged. If another node's actor loaded the
+//! product since (ownership moved), this actor's write changes nothing: it
+//! answers "moved" (nothing was written, ask the owner again) and stops.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -20,6 +25,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use time::OffsetDateTime;
 
 use crate::outbox::Outbox;
+use crate::owners::Owned;
 
 /// A stock actor with nothing to do for this long stops; its product's state
 /// is in PostgreSQL and it is started again on the next request.
@@ -28,7 +34,7 @@ const IDLE: Duration = Duration::from_secs(60);
 const RECENT: usize = 4096;
 
 /// A change to one product's stock.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) enum StockOp {
     Reserve {
         order_id: OrderId,
@@ -46,20 +52,28 @@ pub(crate) enum StockOp {
     Archive,
 }
 
+impl StockOp {
+    /// Whether asking again after an unknown outcome is safe: reservation
+    /// steps are idempotent by order id, a stock adjustment is not.
+    pub(crate) fn is_idempotent(&self) -> bool {
+        !matches!(self, StockOp::Change(StockChange::Adjust { .. }))
+    }
+}
+
 /// The answer to a [`StockOp`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) enum OpDone {
     Line(ReservedLine),
     Levels(StockLevels),
 }
 
-pub(crate) type OpReply = RpcReplyPort<Result<OpDone, InventoryError>>;
+pub(crate) type OpReply = RpcReplyPort<Result<OpDone, Owned<InventoryError>>>;
 
 /// The stock actor's mailbox; local only.
 #[derive(Debug, ractor_cluster::RactorMessage)]
 pub(crate) enum StockMsg {
     Op(StockOp, Option<OpReply>),
-    Levels(RpcReplyPort<Result<StockLevels, InventoryError>>),
+    Levels(RpcReplyPort<Result<StockLevels, Owned<InventoryError>>>),
     /// Decide and write everything queued so far.
     Flush,
     /// Release reservations whose time is up.
@@ -91,6 +105,8 @@ struct Levels {
     reserved: i64,
     threshold: i64,
     archived: bool,
+    /// The fencing token this actor writes under.
+    epoch: i64,
 }
 
 #[derive(Debug)]
@@ -103,6 +119,8 @@ pub(crate) struct StockState {
     pending: Vec<(StockOp, Option<OpReply>)>,
     flush_queued: bool,
     last_active: Instant,
+    /// Another node owns the product now: everything still queued is "moved".
+    fenced: bool,
 }
 
 impl Actor for StockActor {
@@ -115,8 +133,20 @@ impl Actor for StockActor {
         myself: ActorRef<Self::Msg>,
         args: StockArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        // Levels and open lines in one round trip.
+        // Take ownership (fencing out any earlier owner), then levels and
+        // open lines in one round trip. The epoch update waits for an earlier
+        // owner's write in flight, so the load below sees it.
         let client = args.pool.get().await?;
+        let fence = client
+            .prepare_cached(
+                "update inventory.stock set owner_epoch = owner_epoch + 1 \
+                 where product_id = $1 returning owner_epoch",
+            )
+            .await?;
+        let epoch: i64 = client
+            .query_opt(&fence, &[&args.product_id])
+            .await?
+            .map_or(0, |row| row.get(0));
         let load = client
             .prepare_cached(
                 "select s.on_hand, s.reserved, s.low_stock_threshold, s.archived, \
@@ -133,6 +163,7 @@ impl Actor for StockActor {
             reserved: row.get(1),
             threshold: row.get(2),
             archived: row.get(3),
+            epoch,
         });
         let mut open = HashMap::new();
         for row in &rows {
@@ -157,6 +188,7 @@ impl Actor for StockActor {
             pending: Vec::new(),
             flush_queued: false,
             last_active: Instant::now(),
+            fenced: false,
         })
     }
 
@@ -167,10 +199,23 @@ impl Actor for StockActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         state.last_active = Instant::now();
+        if state.fenced {
+            let moved = || Owned::Moved(format!("product {} moved", state.args.product_id));
+            match msg {
+                StockMsg::Op(_, Some(reply)) => {
+                    let _ = reply.send(Err(moved()));
+                }
+                StockMsg::Levels(reply) => {
+                    let _ = reply.send(Err(moved()));
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
         match msg {
             StockMsg::Op(op, reply) => state.enqueue(&myself, op, reply),
             StockMsg::Levels(reply) => {
-                let _ = reply.send(state.view());
+                let _ = reply.send(state.view().map_err(Owned::Rejected));
                 state.stop_if_unknown(&myself);
             }
             StockMsg::ExpireDue => {
@@ -198,7 +243,7 @@ impl Actor for StockActor {
             }
             StockMsg::Tick => {
                 if state.pending.is_empty() && state.last_active.elapsed() >= IDLE {
-                    myself.stop(Some("idle".into()));
+                    let _ = myself.drain();
                 }
             }
         }
@@ -232,7 +277,7 @@ impl StockState {
     /// request loads again and sees a record created since.
     fn stop_if_unknown(&self, myself: &ActorRef<StockMsg>) {
         if self.levels.is_none() {
-            myself.stop(Some("no stock record".into()));
+            let _ = myself.drain();
         }
     }
 
@@ -266,7 +311,9 @@ impl StockState {
         let Some(start) = self.levels.clone() else {
             for (_, reply) in batch {
                 if let Some(reply) = reply {
-                    let _ = reply.send(Err(InventoryError::UnknownProduct(product_id)));
+                    let _ = reply.send(Err(Owned::Rejected(InventoryError::UnknownProduct(
+                        product_id,
+                    ))));
                 }
             }
             self.stop_if_unknown(myself);
@@ -468,20 +515,38 @@ impl StockState {
         let tx = client.transaction().await?;
         let update = tx
             .prepare_cached(
-                "update inventory.stock set on_hand = $2, reserved = $3, archived = $4, updated_at = now() \
-                 where product_id = $1",
+                "update inventory.stock set on_hand = $2, reserved = $3, archived = archived or $4, \
+                   updated_at = now() \
+                 where product_id = $1 and owner_epoch = $5",
             )
             .await?;
-        tx.execute(
-            &update,
-            &[
-                &product_id,
-                &levels.on_hand,
-                &levels.reserved,
-                &levels.archived,
-            ],
-        )
-        .await?;
+        let written = tx
+            .execute(
+                &update,
+                &[
+                    &product_id,
+                    &levels.on_hand,
+                    &levels.reserved,
+                    &levels.archived,
+                    &levels.epoch,
+                ],
+            )
+            .await?;
+        if written == 0 {
+            // Fenced: another node owns this product now. Nothing was written.
+            drop(tx);
+            tracing::info!(product = %product_id, "ownership moved; handing over");
+            for Decided { reply, .. } in decided {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(Owned::Moved(format!(
+                        "product {product_id} moved to another owner"
+                    ))));
+                }
+            }
+            self.fenced = true;
+            let _ = myself.drain();
+            return Ok(());
+        }
         if !touched.is_empty() {
             let orders: Vec<uuid::Uuid> = touched.keys().map(|o| o.0).collect();
             let quantities: Vec<i64> = touched.values().map(|l| l.quantity).collect();
@@ -526,7 +591,7 @@ impl StockState {
         }
         for Decided { reply, answer } in decided {
             if let Some(reply) = reply {
-                let _ = reply.send(answer);
+                let _ = reply.send(answer.map_err(Owned::Rejected));
             }
         }
         Ok(())
@@ -567,4 +632,99 @@ fn moved(
         reserved: levels.reserved,
         reason,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mart_schema::Service;
+    use mart_schema::db::testing::TestDb;
+    use ractor::rpc::CallResult;
+
+    async fn reserve(
+        actor: &ActorRef<StockMsg>,
+        quantity: i64,
+    ) -> Result<OpDone, Owned<InventoryError>> {
+        let op = StockOp::Reserve {
+            order_id: OrderId::new(),
+            quantity,
+            expires_at: OffsetDateTime::now_utc() + time::Duration::minutes(5),
+        };
+        match actor
+            .call(
+                |reply| StockMsg::Op(op, Some(reply)),
+                Some(Duration::from_secs(10)),
+            )
+            .await
+        {
+            Ok(CallResult::Success(answer)) => answer,
+            other => panic!("no answer: {other:?}"),
+        }
+    }
+
+    /// Two actors for one product, as two nodes whose views of the membership
+    /// briefly differ would run: the one that loaded last owns the product; the
+    /// other's writes change nothing, it answers "moved" and stops.
+    #[tokio::test]
+    async fn a_stale_owner_is_fenced_out_and_nothing_is_oversold() {
+        let db = TestDb::new().await;
+        let product_id = ProductId::new();
+        db.pool
+            .get()
+            .await
+            .expect("client")
+            .execute(
+                "insert into inventory.stock (product_id, on_hand) values ($1, 5)",
+                &[&product_id],
+            )
+            .await
+            .expect("stock");
+        let args = StockArgs {
+            product_id,
+            pool: db.pool.clone(),
+            outbox: Outbox::new(Service::Inventory),
+        };
+        let (stale, stale_handle) = Actor::spawn(None, StockActor, args.clone())
+            .await
+            .expect("first owner");
+        assert!(reserve(&stale, 2).await.is_ok());
+
+        let (owner, _) = Actor::spawn(None, StockActor, args)
+            .await
+            .expect("new owner");
+        // The stale actor still believes 3 are available; its write is refused.
+        assert!(matches!(reserve(&stale, 3).await, Err(Owned::Moved(_))));
+        stale_handle.await.expect("the stale actor stops");
+
+        // The owner loaded the first reservation and sells only what is left.
+        assert!(reserve(&owner, 3).await.is_ok());
+        assert!(matches!(
+            reserve(&owner, 1).await,
+            Err(Owned::Rejected(InventoryError::InsufficientStock {
+                available: 0,
+                ..
+            }))
+        ));
+        let row = db
+            .pool
+            .get()
+            .await
+            .expect("client")
+            .query_one(
+                "select on_hand, reserved, (select count(*) from inventory.reservation_lines \
+                   where product_id = $1) from inventory.stock where product_id = $1",
+                &[&product_id],
+            )
+            .await
+            .expect("levels");
+        assert_eq!(
+            (
+                row.get::<_, i64>(0),
+                row.get::<_, i64>(1),
+                row.get::<_, i64>(2)
+            ),
+            (5, 5, 2)
+        );
+        owner.stop(None);
+    }
 }

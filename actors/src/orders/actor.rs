@@ -5,28 +5,41 @@
 //! commits or releases the reservation, then marks the step done. A crash in
 //! between leaves `stock_settled = false`, and whoever loads the order next
 //! finishes the step (inventory calls are idempotent by order id).
+//!
+//! Ownership: an order's actor runs on the node owning it (see
+//! [`crate::owners`]). Every transition is a compare-and-set on the status in
+//! PostgreSQL, which fences a stale actor on a node that lost ownership: its
+//! write changes nothing, it answers "moved" and stops, and the caller asks
+//! the new owner.
 
 use std::time::Duration;
 
-use mart_schema::OrderId;
 use mart_schema::order::{Order, OrderError, OrderEvent, OrderEventKind, OrderStatus};
 use mart_schema::user::Caller;
+use mart_schema::{OrderId, Service};
+use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor_cluster::RactorClusterMessage;
 use time::OffsetDateTime;
 
 use super::store::OrderStore;
 use crate::call::Failure;
 use crate::entities::Entities;
 use crate::inventory::Inventory;
+use crate::owners::{self, Owned};
+use crate::wire::Wire;
 
 /// How often the router looks for orders with work left.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// An open order's actor with nothing to do for this long stops.
 const IDLE: Duration = Duration::from_secs(120);
 
-pub(crate) const ROUTER: &str = "mart.orders.router";
+/// How long an order's actor may take for one transition (it may call
+/// inventory and payments).
+const TRANSITION_TIMEOUT: Duration = Duration::from_secs(20);
 
-pub(crate) type TransitionReply = RpcReplyPort<Result<Order, Failure<OrderError>>>;
+pub(crate) type TransitionAnswer = Result<Order, Owned<OrderError>>;
+pub(crate) type TransitionReply = RpcReplyPort<TransitionAnswer>;
 
 #[derive(Debug, ractor_cluster::RactorMessage)]
 pub(crate) enum OrderMsg {
@@ -52,6 +65,8 @@ pub(crate) struct OrderState {
     deps: OrderDeps,
     order: Order,
     settled: bool,
+    /// A write found the order changed by another actor: ownership moved.
+    fenced: bool,
     last_active: std::time::Instant,
 }
 
@@ -81,6 +96,7 @@ impl Actor for OrderActor {
             deps,
             order,
             settled,
+            fenced: false,
             last_active: std::time::Instant::now(),
         })
     }
@@ -94,12 +110,19 @@ impl Actor for OrderActor {
         state.last_active = std::time::Instant::now();
         match msg {
             OrderMsg::Transition(asker, requested, reply) => {
-                let outcome = state.transition(asker, requested).await;
-                let crashed = matches!(outcome, Err(Failure::Infrastructure(_)));
+                let outcome = match state.transition(asker, requested).await {
+                    Ok(order) => Ok(order),
+                    Err(Failure::Rejected(no)) => Err(Owned::Rejected(no)),
+                    Err(Failure::Infrastructure(e)) if state.fenced => Err(Owned::Moved(e)),
+                    Err(Failure::Infrastructure(e)) => Err(Owned::Failed(e)),
+                };
+                let crashed = matches!(outcome, Err(Owned::Moved(_) | Owned::Failed(_)));
                 let _ = reply.send(outcome);
                 if crashed {
-                    // Reload from PostgreSQL on next use.
-                    myself.stop(Some("infrastructure failure".into()));
+                    // Reload from PostgreSQL on next use. Draining (not stopping)
+                    // answers what is already queued instead of dropping it; a
+                    // caller sees "unavailable" only when an actor really crashed.
+                    let _ = myself.drain();
                     return Ok(());
                 }
                 state.settle(&myself).await;
@@ -119,12 +142,12 @@ impl Actor for OrderActor {
             }
             OrderMsg::Tick => {
                 if state.settled && state.last_active.elapsed() >= IDLE {
-                    myself.stop(Some("idle".into()));
+                    let _ = myself.drain();
                 }
             }
         }
         if state.settled && state.order.status.is_final() {
-            myself.stop(Some("order closed".into()));
+            let _ = myself.drain();
         }
         Ok(())
     }
@@ -203,11 +226,13 @@ impl OrderState {
             .transition(&next, current, !needs_stock_step, event)
             .await?;
         if !moved {
-            // Another owner changed it (should not happen with one actor per
-            // order); the truth is in PostgreSQL.
-            return Err(Failure::Infrastructure(
-                "order changed under its actor".into(),
-            ));
+            // Another node's actor changed it: ownership moved. The truth is
+            // in PostgreSQL, with the new owner.
+            self.fenced = true;
+            return Err(Failure::Infrastructure(format!(
+                "order {} moved to another owner",
+                self.order.id
+            )));
         }
         self.order = next;
         self.settled = !needs_stock_step;
@@ -248,12 +273,19 @@ impl OrderState {
     }
 }
 
-/// Finds or starts the actor of an order on this node, and sweeps for orders
-/// with work left (due for expiry, or a stock step not finished).
-#[derive(Debug, ractor_cluster::RactorMessage)]
+/// This node's order owner router: runs the actors of the orders this node
+/// owns, answers transitions for them from any node, hands orders off when
+/// membership changes, and sweeps for owned orders with work left (due for
+/// expiry, or a stock step not finished) — including those of a node that died.
+#[derive(Debug, RactorClusterMessage)]
 pub(crate) enum RouterMsg {
-    Route(OrderId, RpcReplyPort<Result<ActorRef<OrderMsg>, String>>),
-    Sweep,
+    /// Move an order to a status on behalf of `asker` (`None`: another service).
+    #[rpc]
+    Transition(
+        Wire<(OrderId, Option<Caller>, OrderStatus)>,
+        RpcReplyPort<Wire<TransitionAnswer>>,
+    ),
+    Sweep(Wire<()>),
 }
 
 #[derive(Debug)]
@@ -275,8 +307,9 @@ impl Actor for OrderRouter {
         myself: ActorRef<Self::Msg>,
         deps: OrderDeps,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let _ = myself.cast(RouterMsg::Sweep);
-        myself.send_interval(SWEEP_EVERY, || RouterMsg::Sweep);
+        Entities::<OrderId, OrderMsg>::join(Service::Orders, &myself.get_cell());
+        let _ = myself.cast(RouterMsg::Sweep(Wire::Value(())));
+        myself.send_interval(SWEEP_EVERY, || RouterMsg::Sweep(Wire::Value(())));
         Ok(RouterState {
             deps,
             actors: Entities::new(),
@@ -285,9 +318,10 @@ impl Actor for OrderRouter {
 
     async fn post_stop(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        Entities::<OrderId, OrderMsg>::leave(Service::Orders, &myself.get_cell());
         state.actors.stop_all();
         Ok(())
     }
@@ -299,12 +333,50 @@ impl Actor for OrderRouter {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            RouterMsg::Route(id, reply) => {
-                let _ = reply.send(state.actor(&myself, id));
+            RouterMsg::Transition(request, reply) => {
+                let (id, asker, status) = match request.into_result() {
+                    Ok(request) => request,
+                    Err(reason) => {
+                        let no = <OrderError as crate::call::Rejection>::malformed(reason);
+                        let _ = reply.send(Wire::Value(Err(Owned::Rejected(no))));
+                        return Ok(());
+                    }
+                };
+                let answer = match state.actor(&myself, id) {
+                    Ok(actor) => actor,
+                    Err(e) => {
+                        let _ = reply.send(Wire::Value(Err(Owned::Failed(e))));
+                        return Ok(());
+                    }
+                };
+                // Decided in a task: the router keeps routing meanwhile.
+                tokio::spawn(async move {
+                    let outcome = match answer
+                        .call(
+                            |reply| OrderMsg::Transition(asker, status, reply),
+                            Some(TRANSITION_TIMEOUT),
+                        )
+                        .await
+                    {
+                        Ok(CallResult::Success(outcome)) => outcome,
+                        Ok(CallResult::Timeout) => {
+                            Err(Owned::Failed("order actor timed out".into()))
+                        }
+                        Ok(CallResult::SenderError) => {
+                            Err(Owned::Failed("order actor failed mid-transition".into()))
+                        }
+                        // It stopped (idle, closed, handed off) before taking it.
+                        Err(_) => Err(Owned::Moved("order actor stopped".into())),
+                    };
+                    let _ = reply.send(Wire::Value(outcome));
+                });
             }
-            RouterMsg::Sweep => match state.deps.store.due().await {
+            RouterMsg::Sweep(_) => match state.deps.store.due().await {
                 Ok(due) => {
                     for id in due {
+                        if !owners::is_mine(Service::Orders, id.0) {
+                            continue;
+                        }
                         if let Ok(actor) = state.actor(&myself, id) {
                             let _ = actor.cast(OrderMsg::Resume);
                         }
@@ -322,7 +394,10 @@ impl Actor for OrderRouter {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        state.actors.forget(&event);
+        match event {
+            SupervisionEvent::ProcessGroupChanged(_) => state.actors.hand_off(Service::Orders),
+            event => state.actors.forget(&event),
+        }
         Ok(())
     }
 }

@@ -22,19 +22,19 @@ use mart_schema::order::{ItemRequest, Order, OrderError, OrderLine, OrderQuery, 
 use mart_schema::product::ProductError;
 use mart_schema::user::Caller;
 use mart_schema::{Currency, FieldErrors, OrderId, Page, PageRequest, Service};
-use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 use time::OffsetDateTime;
 
-pub(crate) use actor::{OrderDeps, OrderRouter, ROUTER};
-use actor::{OrderMsg, RouterMsg};
+use actor::RouterMsg;
+pub(crate) use actor::{OrderDeps, OrderRouter};
 use store::OrderStore;
 
 use crate::call::{CallError, Failure, Rejection, ServiceClient, spawn_answer};
 use crate::idempotency::{FirstRun, KeyErrors};
 use crate::inventory::Inventory;
 use crate::outbox::Outbox;
+use crate::owners;
 use crate::products::Products;
 use crate::wire::Wire;
 
@@ -234,41 +234,15 @@ async fn visible(store: &OrderStore, asker: Option<Caller>, id: OrderId) -> Outc
     }
 }
 
+/// Asks the node owning the order to move it. A transition another service
+/// asks for is idempotent (asking for the current status answers the order),
+/// so it is asked again even after an unknown outcome; a person's is not.
 async fn transition(asker: Option<Caller>, id: OrderId, status: OrderStatus) -> Outcome<Order> {
-    let router = ractor::registry::where_is(ROUTER)
-        .map(ActorRef::<RouterMsg>::from)
-        .ok_or_else(|| Failure::Infrastructure("order router not running".into()))?;
-    for _ in 0..2 {
-        let actor = match router
-            .call(
-                |reply| RouterMsg::Route(id, reply),
-                Some(Duration::from_secs(5)),
-            )
-            .await
-        {
-            Ok(CallResult::Success(Ok(actor))) => actor,
-            _ => {
-                return Err(Failure::Infrastructure(
-                    "order router did not answer".into(),
-                ));
-            }
-        };
-        match actor
-            .call(
-                |reply| OrderMsg::Transition(asker, status, reply),
-                Some(Duration::from_secs(20)),
-            )
-            .await
-        {
-            Ok(CallResult::Success(outcome)) => return outcome,
-            Ok(CallResult::Timeout) => {
-                return Err(Failure::Infrastructure("order actor timed out".into()));
-            }
-            // The actor stopped (idle, closed) between lookup and send: once more.
-            _ => continue,
-        }
-    }
-    Err(Failure::Infrastructure("order actor unavailable".into()))
+    let timeout = Duration::from_secs(25);
+    owners::ask(Service::Orders, id.0, asker.is_none(), timeout, |reply| {
+        RouterMsg::Transition(Wire::Value((id, asker, status)), reply)
+    })
+    .await
 }
 
 async fn list(

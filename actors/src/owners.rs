@@ -1,0 +1,190 @@
+//! Which node owns an entity (a product's stock, an open order), cluster-wide.
+//!
+//! Every node hosting a service with per-entity actors runs one owner router,
+//! registered as `mart.<svc>.owner@<node>` and joined to `mart.<svc>.owners`.
+//! The owner of an entity is chosen by rendezvous hashing of the entity id
+//! against the routers' names: every node computes the same owner from the
+//! same membership, only the entities of a node that joins or leaves move, and
+//! names (unlike ractor's per-session node ids) are the same on every node.
+//!
+//! Views of the membership can differ for a moment while it changes, so two
+//! nodes may briefly both act for one entity. Each service's writes are fenced
+//! in PostgreSQL (a stock row's `owner_epoch`, an order's status compare-and-set):
+//! the stale actor's write fails, it stops, and its callers are told to retry
+//! (see [`Owned::Moved`]).
+
+use std::time::Duration;
+
+use mart_schema::Service;
+use ractor::rpc::CallResult;
+use ractor::{ActorCell, ActorRef, RpcReplyPort};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::call::Failure;
+use crate::wire::Wire;
+
+/// The group of `service`'s owner routers.
+pub(crate) fn group(service: Service) -> String {
+    format!("{}.owners", service.group())
+}
+
+/// The registry name of `service`'s owner router on `node`.
+pub(crate) fn router_name(service: Service, node: &str) -> String {
+    format!("{}.owner@{node}", service.group())
+}
+
+/// The node name in a router's registry name.
+pub fn node_of(router_name: &str) -> &str {
+    router_name
+        .split_once(".owner@")
+        .map_or(router_name, |(_, node)| node)
+}
+
+/// The router owning `key` among the live members of `service`'s owner group.
+pub(crate) fn owner_of(service: Service, key: Uuid) -> Option<ActorCell> {
+    ractor::pg::get_members(&group(service))
+        .into_iter()
+        .filter_map(|cell| {
+            let score = score(&cell.get_name()?, key);
+            Some((score, cell))
+        })
+        .max_by_key(|(score, _)| *score)
+        .map(|(_, cell)| cell)
+}
+
+/// The node owning `key` now, if any member is live (for operators).
+pub fn owner_node(service: Service, key: Uuid) -> Option<String> {
+    owner_of(service, key)
+        .and_then(|cell| cell.get_name())
+        .map(|name| node_of(&name).to_owned())
+}
+
+/// Whether this node owns `key` now.
+pub(crate) fn is_mine(service: Service, key: Uuid) -> bool {
+    owner_of(service, key).is_some_and(|cell| cell.get_id().is_local())
+}
+
+/// A hash that is the same on every node and every build (std's hasher makes
+/// no such promise across Rust versions, and nodes of a rolling upgrade differ).
+fn score(name: &str, key: Uuid) -> [u8; 8] {
+    let digest = Sha256::new()
+        .chain_update(name.as_bytes())
+        .chain_update(key.as_bytes())
+        .finalize();
+    let mut first = [0; 8];
+    first.copy_from_slice(&digest[..8]);
+    first
+}
+
+/// Why an owner did not produce the entity's own answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) enum Owned<E> {
+    /// The entity's answer: "no", and why.
+    Rejected(E),
+    /// Nothing was written: the actor lost ownership or stopped before it took
+    /// the request. Asking the owner again is safe.
+    Moved(String),
+    /// The outcome is unknown (the actor or its database failed mid-way).
+    Failed(String),
+}
+
+/// How many times a request looks for an entity's owner again after ownership
+/// moved (a node joined or left), with growing pauses: about 2.5 s in all.
+const OWNER_ATTEMPTS: u32 = 6;
+
+/// Asks the router owning `key` in `service`, wherever it runs, and waits up
+/// to `timeout`. Ownership that moved mid-request (nothing was written) is
+/// asked again; an unknown outcome (the owner failed or its node died mid-way)
+/// only when `retry_unknown`, that is when the request is idempotent.
+pub(crate) async fn ask<M, T, E>(
+    service: Service,
+    key: Uuid,
+    retry_unknown: bool,
+    timeout: Duration,
+    build: impl Fn(RpcReplyPort<Wire<Result<T, Owned<E>>>>) -> M,
+) -> Result<T, Failure<E>>
+where
+    M: ractor::Message,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    let mut last = format!("no {service} node is live");
+    for attempt in 0..OWNER_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(50 << attempt.min(4))).await;
+        }
+        let Some(owner) = owner_of(service, key) else {
+            continue;
+        };
+        match ActorRef::<M>::from(owner).call(&build, Some(timeout)).await {
+            Ok(CallResult::Success(Wire::Value(answer))) => match answer {
+                Ok(value) => return Ok(value),
+                Err(Owned::Rejected(no)) => return Err(Failure::Rejected(no)),
+                Err(Owned::Moved(why)) => last = why,
+                Err(Owned::Failed(why)) if retry_unknown => last = why,
+                Err(Owned::Failed(why)) => return Err(Failure::Infrastructure(why)),
+            },
+            Ok(CallResult::Success(Wire::Malformed(why))) => {
+                return Err(Failure::Infrastructure(format!("malformed answer: {why}")));
+            }
+            Ok(CallResult::Timeout) => {
+                return Err(Failure::Infrastructure(format!(
+                    "{service} owner timed out"
+                )));
+            }
+            // The owner's node went away mid-request.
+            Ok(CallResult::SenderError) if retry_unknown => {
+                last = format!("{service} owner went away")
+            }
+            Ok(CallResult::SenderError) => {
+                return Err(Failure::Infrastructure(format!(
+                    "{service} owner went away"
+                )));
+            }
+            // It never took the request.
+            Err(_) => last = format!("{service} owner went away"),
+        }
+    }
+    Err(Failure::Infrastructure(format!(
+        "{service} entity {key} unavailable: {last}"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_names_come_back_out_of_router_names() {
+        let name = router_name(Service::Inventory, "node-a@10.0.0.1");
+        assert_eq!(name, "mart.inventory.owner@node-a@10.0.0.1");
+        assert_eq!(node_of(&name), "node-a@10.0.0.1");
+    }
+
+    #[test]
+    fn ownership_spreads_and_only_a_leaver_s_keys_move() {
+        let names = ["a", "b", "c"].map(|n| router_name(Service::Orders, n));
+        let owner = |members: &[String], key: Uuid| {
+            members
+                .iter()
+                .max_by_key(|name| score(name, key))
+                .cloned()
+                .expect("members")
+        };
+        let keys: Vec<Uuid> = (0..3000).map(|_| Uuid::new_v4()).collect();
+        let before: Vec<String> = keys.iter().map(|k| owner(&names, *k)).collect();
+        for name in &names {
+            let share = before.iter().filter(|o| *o == name).count();
+            assert!((800..1200).contains(&share), "{name} owns {share} of 3000");
+        }
+        let survivors = [names[0].clone(), names[2].clone()];
+        for (key, old) in keys.iter().zip(&before) {
+            let new = owner(&survivors, *key);
+            if *old != names[1] {
+                assert_eq!(&new, old, "a key of a surviving node moved");
+            }
+        }
+    }
+}
