@@ -213,6 +213,8 @@ struct Sql {
     subscribers: String,
     pending: String,
     advance: String,
+    /// Whether this node may deliver to a subscriber now (see `deliver`).
+    claim: String,
 }
 
 impl Actor for Dispatcher {
@@ -242,6 +244,9 @@ impl Actor for Dispatcher {
                        on c.partition = o.partition and c.subscriber = $1 \
                      where o.seq > c.delivered_seq \
                      order by o.seq, o.partition limit {BATCH}"
+                ),
+                claim: format!(
+                    "select pg_try_advisory_xact_lock(hashtextextended('{schema}.outbox/' || $1, 0))"
                 ),
                 advance: format!(
                     "update {schema}.outbox_cursors c \
@@ -380,6 +385,26 @@ impl DispatcherState {
         name: String,
         member: ActorRef<SubscriberMsg>,
     ) -> (String, Result<(), String>) {
+        // One deliverer per subscriber in the whole cluster: every node hosting
+        // this service runs a dispatcher, and two delivering at once would send
+        // the same events twice. The claim lasts while this transaction is
+        // open and ends with it, or with the connection if this node dies.
+        let mut claim = match self.args.pool.get().await {
+            Ok(client) => client,
+            Err(e) => return (name, Err(e.to_string())),
+        };
+        let claimed = match claim.transaction().await {
+            Ok(tx) => match tx.query_one(&self.sql.claim, &[&name]).await {
+                Ok(row) if row.get::<_, bool>(0) => Some(tx),
+                Ok(_) => None,
+                Err(e) => return (name, Err(e.to_string())),
+            },
+            Err(e) => return (name, Err(e.to_string())),
+        };
+        let Some(_held) = claimed else {
+            // Another node is delivering to it right now.
+            return (name, Ok(()));
+        };
         loop {
             let batch = match self.pending(&name).await {
                 Ok(batch) => batch,

@@ -12,6 +12,7 @@
 //! - [`dev_broker`]: librdkafka's in-process mock cluster on loopback, for
 //!   `mart kafka-dev-broker` and `MART_KAFKA_BROKERS=embedded`. Not durable.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use mart_actors::outbox::{SubscriberMsg, acknowledge, subscribe};
@@ -159,6 +160,11 @@ pub struct KafkaBridge;
 pub struct BridgeState {
     producer: FutureProducer,
     config: BridgeConfig,
+    /// Per outbox partition, the highest sequence number Kafka confirmed. A
+    /// batch delivered again (another node's dispatcher took over before the
+    /// first could record the acknowledgement) is not produced twice while
+    /// this bridge lives.
+    confirmed: HashMap<(Service, i16), i64>,
 }
 
 impl std::fmt::Debug for BridgeState {
@@ -190,7 +196,11 @@ impl Actor for KafkaBridge {
         let producer: FutureProducer = client.create()?;
         subscribe(&myself, MIRRORED);
         tracing::info!(brokers = %config.brokers, "kafka bridge started");
-        Ok(BridgeState { producer, config })
+        Ok(BridgeState {
+            producer,
+            config,
+            confirmed: HashMap::new(),
+        })
     }
 
     async fn handle(
@@ -206,8 +216,22 @@ impl Actor for KafkaBridge {
 
 impl BridgeState {
     /// Produces the batch; how many events, from the first, Kafka confirmed.
-    async fn mirror(&self, batch: &[EventEnvelope]) -> i64 {
-        let prepared: Vec<(String, String, String, String)> = batch
+    async fn mirror(&mut self, batch: &[EventEnvelope]) -> i64 {
+        let already: Vec<bool> = batch
+            .iter()
+            .map(|event| {
+                self.confirmed
+                    .get(&(event.source, event.partition))
+                    .is_some_and(|seq| event.seq <= *seq)
+            })
+            .collect();
+        let fresh: Vec<&EventEnvelope> = batch
+            .iter()
+            .zip(&already)
+            .filter(|(_, done)| !**done)
+            .map(|(event, _)| event)
+            .collect();
+        let prepared: Vec<(String, String, String, String)> = fresh
             .iter()
             .map(|event| {
                 (
@@ -237,14 +261,29 @@ impl BridgeState {
             self.producer.send(record, Duration::from_secs(5))
         });
         let results = futures::future::join_all(sends).await;
+        // How many events, from the first, are on Kafka: skipped ones were
+        // already; fresh ones in the order they were sent.
+        let mut outcomes = results.into_iter();
         let mut confirmed = 0;
-        for result in results {
-            match result {
-                Ok(_) => confirmed += 1,
-                Err((e, _)) => {
+        for (event, done) in batch.iter().zip(already) {
+            if done {
+                confirmed += 1;
+                continue;
+            }
+            match outcomes.next() {
+                Some(Ok(_)) => {
+                    let high = self
+                        .confirmed
+                        .entry((event.source, event.partition))
+                        .or_default();
+                    *high = (*high).max(event.seq);
+                    confirmed += 1;
+                }
+                Some(Err((e, _))) => {
                     tracing::warn!(error = %e, "kafka did not confirm an event; it will be sent again");
                     break;
                 }
+                None => break,
             }
         }
         confirmed
