@@ -1,9 +1,10 @@
 //! Liveness and readiness.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use mart_schema::Service;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -16,6 +17,20 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(live))
         .routes(routes!(ready))
         .routes(routes!(cluster))
+        .routes(routes!(owner))
+}
+
+fn admin_only(caller: &mart_schema::user::Caller) -> Result<(), ApiError> {
+    // The edge's own operational endpoints: only admins see the topology.
+    if caller.is_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "you are not allowed to do this",
+        ))
+    }
 }
 
 /// The process is up.
@@ -60,13 +75,43 @@ async fn cluster(
     State(state): State<AppState>,
     Auth(caller): Auth,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    // The edge's own operational endpoint: only admins see the topology.
-    if !caller.is_admin() {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "you are not allowed to do this",
-        ));
-    }
+    admin_only(&caller)?;
     Ok(Json((state.cluster)().await))
+}
+
+/// Which node owns an entity now (admin): a product's stock (`inventory`) or
+/// an order (`orders`), as this node's view of the membership places it.
+#[utoipa::path(get, path = "/cluster/owners/{service}/{id}", tag = "health", security(("bearer" = [])),
+    params(("service" = String, Path, description = "`inventory` or `orders`"),
+           ("id" = String, Path, description = "product id (inventory) or order id (orders)")),
+    responses((status = 200), (status = 403, body = crate::error::Problem),
+              (status = 422, body = crate::error::Problem), (status = 503, body = crate::error::Problem)))]
+async fn owner(
+    Auth(caller): Auth,
+    Path((service, id)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    admin_only(&caller)?;
+    let mut errors = mart_schema::FieldErrors::default();
+    let service = match service.parse::<Service>() {
+        Ok(s @ (Service::Inventory | Service::Orders)) => Some(s),
+        _ => {
+            errors.add(
+                "service",
+                "must be inventory or orders (the services with entities)",
+            );
+            None
+        }
+    };
+    let key = uuid::Uuid::parse_str(&id)
+        .map_err(|_| errors.add("id", "must be a UUID"))
+        .ok();
+    errors.into_result().map_err(ApiError::invalid)?;
+    let (Some(service), Some(key)) = (service, key) else {
+        return Err(ApiError::internal("validated above"));
+    };
+    let node = mart_actors::owners::owner_node(service, key)
+        .ok_or_else(|| ApiError::unavailable(format!("no {service} node is live")))?;
+    Ok(Json(
+        serde_json::json!({"service": service.name(), "id": key, "node": node}),
+    ))
 }
