@@ -270,39 +270,15 @@ async fn the_whole_checkout_works_through_the_edge_of_each_of_three_nodes() {
     let db = TestDb::empty().await;
     let sink = support::SmtpSink::start(free_port()).await;
     let ports = [free_port(), free_port(), free_port()];
-    let node = |i: usize, services: &str, extra: Vec<(String, String)>| NodeSpec {
-        name: format!("node-{}", i + 1),
-        services: services.into(),
-        database_url: Some(db.url.clone()),
-        cluster_port: Some(ports[i]),
-        peers: ports
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(_, p)| *p)
-            .collect(),
-        cookie: Some(COOKIE.into()),
-        http: true,
-        extra_env: extra,
-        ..NodeSpec::default()
-    };
-    let admin_env = vec![
-        (
-            "MART_ADMIN_EMAIL".to_owned(),
-            support::ADMIN_EMAIL.to_owned(),
-        ),
-        (
-            "MART_ADMIN_PASSWORD".to_owned(),
-            support::ADMIN_PASSWORD.to_owned(),
-        ),
-    ];
-    let smtp = vec![(
+    let node = |i: usize, services: &str| NodeSpec::member(&db.url, &ports, i, services);
+    let n1 = Node::start(node(0, "users,products")).await;
+    let n2 = Node::start(node(1, "orders,payments")).await;
+    let mut n3 = node(2, "inventory,notifications");
+    n3.extra_env.push((
         "MART_SMTP_URL".to_owned(),
         format!("smtp://127.0.0.1:{}", sink.port),
-    )];
-    let n1 = Node::start(node(0, "users,products", admin_env)).await;
-    let n2 = Node::start(node(1, "orders,payments", vec![])).await;
-    let n3 = Node::start(node(2, "inventory,notifications", smtp)).await;
+    ));
+    let n3 = Node::start(n3).await;
     for n in [&n1, &n2, &n3] {
         n.wait_ready(Duration::from_secs(30)).await;
     }
@@ -334,19 +310,8 @@ async fn the_whole_checkout_works_through_the_edge_of_each_of_three_nodes() {
         .json()
         .await
         .expect("payment");
-    let browser = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
-    let paid = browser
-        .post(format!(
-            "{}/pay",
-            payment["checkout_url"].as_str().expect("url")
-        ))
-        .send()
-        .await
-        .expect("pay");
-    assert_eq!(paid.status(), StatusCode::SEE_OTHER);
+    let url = payment["checkout_url"].as_str().expect("url");
+    assert_eq!(support::pay_at_checkout(url).await, StatusCode::SEE_OTHER);
     let mut status = Value::Null;
     for _ in 0..200 {
         status = e1.get_json(&format!("/orders/{id}"), Some(&token)).await["status"].clone();
@@ -378,4 +343,144 @@ async fn the_whole_checkout_works_through_the_edge_of_each_of_three_nodes() {
     );
     let view = e1.get_json("/cluster", Some(&admin)).await;
     assert_eq!(view["nodes"].as_array().map(Vec::len), Some(3), "{view}");
+}
+
+/// Every group a `mart` node's actors join, as a peer sees them.
+fn mart_groups() -> Vec<String> {
+    mart_schema::Service::ALL
+        .iter()
+        .flat_map(|s| {
+            [
+                s.group(),
+                s.subscribers_group(),
+                format!("{}.owners", s.group()),
+            ]
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frames_from_an_authenticated_peer_do_not_crash_a_node() {
+    use ractor::Actor;
+    use ractor::message::SerializedMessage;
+
+    let db = TestDb::empty().await;
+    let port = free_port();
+    let mut spec = NodeSpec::single(&db.url);
+    spec.name = "target".into();
+    spec.cluster_port = Some(port);
+    spec.cookie = Some(COOKIE.into());
+    let node = Node::start(spec).await;
+    node.wait_ready(Duration::from_secs(30)).await;
+    let api = Api::new(&node.http);
+    let admin = api.admin_token().await;
+
+    // This test process joins as a peer: right cookie, hostile frames.
+    let server = ractor_cluster::NodeServer::new(
+        free_port(),
+        COOKIE.into(),
+        "prober".into(),
+        "127.0.0.1".into(),
+        None,
+        None,
+    );
+    let (server, _) = Actor::spawn(None, server, ()).await.expect("node server");
+    ractor_cluster::client_connect(&server, format!("127.0.0.1:{port}"))
+        .await
+        .expect("connect");
+    let started = Instant::now();
+    let targets = loop {
+        let remote: Vec<ractor::ActorCell> = mart_groups()
+            .iter()
+            .flat_map(ractor::pg::get_members)
+            .filter(|c| !c.get_id().is_local())
+            .collect();
+        if remote.len() >= 8 {
+            break remote;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the node's groups never reached the peer"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // ractor_cluster frames each field as an 8-byte length and its bytes.
+    let framed = |payload: &[u8]| {
+        let mut frame = (payload.len() as u64).to_be_bytes().to_vec();
+        frame.extend_from_slice(payload);
+        frame
+    };
+    let garbage: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        vec![0xff; 3],
+        (0..=255u8).collect(),
+        u64::MAX.to_be_bytes().to_vec(),
+        framed(b"\xff\x00 not json"),
+        framed(br#"{"Ok": "a string where a request should be"}"#),
+        framed(br#"{"Ok": [null, {"lines": [{"quantity": -1}]}]}"#),
+        framed(&[b'['; 10_000]),
+    ];
+    let variants = [
+        "Reserve",
+        "Op",
+        "Levels",
+        "Transition",
+        "Deliver",
+        "Place",
+        "Login",
+        "Create",
+        "Sweep",
+        "NoSuchVariant",
+    ];
+    let mut replies = Vec::new();
+    for cell in &targets {
+        for variant in variants {
+            for args in &garbage {
+                let _ = cell.send_serialized(SerializedMessage::Cast {
+                    variant: variant.into(),
+                    args: args.clone(),
+                    metadata: Some(args.clone()),
+                });
+                let (tx, rx) = ractor::concurrency::oneshot();
+                let _ = cell.send_serialized(SerializedMessage::Call {
+                    variant: variant.into(),
+                    args: args.clone(),
+                    reply: tx.into(),
+                    metadata: None,
+                });
+                replies.push(rx);
+            }
+        }
+    }
+    // Calls of known variants are answered (with an error the payload decodes
+    // into); unknown ones are dropped. None hangs or crashes the node.
+    let answered = futures::future::join_all(
+        replies
+            .into_iter()
+            .map(|rx| tokio::time::timeout(Duration::from_secs(5), rx)),
+    )
+    .await
+    .into_iter()
+    .filter(|r| matches!(r, Ok(Ok(_))))
+    .count();
+    assert!(answered > 0, "no handler saw a frame");
+
+    // The node is alive and every service still works end to end.
+    node.wait_ready(Duration::from_secs(30)).await;
+    let (_, token) = api.customer("afterwards").await;
+    let lamp = api.stocked_product(&admin, "Lamp", 1500, 3).await;
+    let order = api
+        .post_json(
+            "/orders/",
+            Some(&token),
+            serde_json::json!({"product_id": lamp, "quantity": 1}),
+        )
+        .await;
+    assert_eq!(order.status(), StatusCode::CREATED);
+    assert!(
+        !node.log_text().contains("panicked"),
+        "a frame made the node panic"
+    );
+    server.stop(None);
 }

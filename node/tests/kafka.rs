@@ -8,10 +8,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use mart_schema::db::testing::TestDb;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{Value, json};
+use support::kafka::{PARTITIONS, read_all};
 use support::{Api, Node, NodeSpec};
 
 const SERVICES: &[&str] = &[
@@ -22,65 +20,6 @@ const SERVICES: &[&str] = &[
     "payments",
     "notifications",
 ];
-const PARTITIONS: i32 = 3;
-
-#[derive(Debug, Clone)]
-struct Record {
-    topic: String,
-    key: String,
-    event: Value,
-    content_type: String,
-    traceparent: String,
-}
-
-/// Everything on the topics so far, in partition order.
-fn read_all(bootstrap: &str, topics: &[String]) -> Vec<Record> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "mart-test-reader")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut assignment = TopicPartitionList::new();
-    for topic in topics {
-        for partition in 0..PARTITIONS {
-            assignment
-                .add_partition_offset(topic, partition, Offset::Beginning)
-                .expect("partition");
-        }
-    }
-    consumer.assign(&assignment).expect("assign");
-    drop(assignment);
-    let mut records = Vec::new();
-    let mut idle_since = Instant::now();
-    while idle_since.elapsed() < Duration::from_secs(2) {
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(message)) => {
-                idle_since = Instant::now();
-                let header = |name: &str| {
-                    message
-                        .headers()
-                        .and_then(|h| h.iter().find(|h| h.key == name))
-                        .and_then(|h| h.value)
-                        .map(|v| String::from_utf8_lossy(v).into_owned())
-                        .unwrap_or_default()
-                };
-                records.push(Record {
-                    topic: message.topic().to_owned(),
-                    key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
-                    event: serde_json::from_slice(message.payload().unwrap_or_default())
-                        .unwrap_or(Value::Null),
-                    content_type: header("content-type"),
-                    traceparent: header("traceparent"),
-                });
-            }
-            Some(Err(e)) => panic!("kafka read: {e}"),
-            None => {}
-        }
-    }
-    records
-}
-
 /// Registers, orders and pays; the order's id.
 async fn checkout(api: &Api, admin: &str) -> String {
     let (_, token) = api.customer("listener").await;
@@ -102,18 +41,7 @@ async fn checkout(api: &Api, admin: &str) -> String {
         .json()
         .await
         .expect("payment");
-    let browser = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
-    browser
-        .post(format!(
-            "{}/pay",
-            payment["checkout_url"].as_str().expect("url")
-        ))
-        .send()
-        .await
-        .expect("pay");
+    support::pay_at_checkout(payment["checkout_url"].as_str().expect("url")).await;
     for _ in 0..200 {
         if api.get_json(&format!("/orders/{id}"), Some(&token)).await["status"] == "paid" {
             return id;

@@ -74,15 +74,7 @@ async fn order_and_pay(api: &Api, admin: &str, token: &str) -> String {
         .await
         .expect("payment");
     let url = payment["checkout_url"].as_str().expect("checkout");
-    let browser = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
-    browser
-        .post(format!("{url}/pay"))
-        .send()
-        .await
-        .expect("pay");
+    support::pay_at_checkout(url).await;
     let path = format!("/orders/{order_id}");
     until(
         "the order to be paid",

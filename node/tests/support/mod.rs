@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod kafka;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -52,6 +54,30 @@ pub struct NodeSpec {
 }
 
 impl NodeSpec {
+    /// Node `i` (named `node-<i+1>`) of a cluster whose members listen on
+    /// `ports`, each knowing the others, with an edge and the admin account.
+    pub fn member(database_url: &str, ports: &[u16], i: usize, services: &str) -> Self {
+        Self {
+            name: format!("node-{}", i + 1),
+            services: services.into(),
+            database_url: Some(database_url.into()),
+            cluster_port: Some(ports[i]),
+            peers: ports
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, p)| *p)
+                .collect(),
+            cookie: Some(COOKIE.into()),
+            http: true,
+            extra_env: vec![
+                ("MART_ADMIN_EMAIL".into(), ADMIN_EMAIL.into()),
+                ("MART_ADMIN_PASSWORD".into(), ADMIN_PASSWORD.into()),
+            ],
+            ..Self::default()
+        }
+    }
+
     /// One node hosting everything, with an edge and an admin account.
     pub fn single(database_url: &str) -> Self {
         Self {
@@ -132,7 +158,12 @@ impl Node {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::File::create(&self.log).expect("log file");
+        // Appended: a restarted node's log keeps what it said before.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_mart"))
             .args(&self.args)
             .env_clear()
@@ -236,6 +267,20 @@ impl Drop for Node {
             let _ = std::fs::remove_file(&self.log);
         }
     }
+}
+
+/// The shopper pays on the Checkout page (the Stripe test server's); the
+/// status of the page's answer (303 back to the shop when paid).
+pub async fn pay_at_checkout(checkout_url: &str) -> StatusCode {
+    let browser = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    browser
+        .post(format!("{checkout_url}/pay"))
+        .send()
+        .await
+        .map_or(StatusCode::BAD_GATEWAY, |r| r.status())
 }
 
 /// A small typed HTTP client for the edge.
