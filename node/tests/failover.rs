@@ -350,6 +350,81 @@ async fn killing_an_order_s_owner_mid_checkout_moves_it_to_the_replica() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_owner_s_unpaid_order_still_expires_on_time_on_the_replica() {
+    let db = TestDb::empty().await;
+    let ports = [free_port(), free_port(), free_port()];
+    let short = |mut spec: NodeSpec| {
+        spec.extra_env
+            .push(("MART_RESERVATION_TTL".into(), "4s".into()));
+        spec
+    };
+    let edge_node = Node::start(short(member(
+        &db,
+        &ports,
+        0,
+        "users,products,payments,notifications",
+    )))
+    .await;
+    let mut replicas = vec![
+        Node::start(short(member(&db, &ports, 1, "orders,inventory"))).await,
+        Node::start(short(member(&db, &ports, 2, "orders,inventory"))).await,
+    ];
+    for node in replicas.iter().chain([&edge_node]) {
+        node.wait_ready(Duration::from_secs(30)).await;
+    }
+    let edge = Api::new(&edge_node.http);
+    let admin = edge.admin_token().await;
+    let (_, token) = edge.customer("forgetful").await;
+    until("every node joined", Duration::from_secs(10), async || {
+        let view = edge.get_json("/cluster", Some(&admin)).await;
+        (view["nodes"].as_array().map(Vec::len) == Some(3)).then_some(())
+    })
+    .await;
+    // A product owned by the same node as the order: that node's death takes
+    // both the order's expiry timer and the reservation's with it.
+    let (lamp, id, owner_node) = until(
+        "an order and product on one owner",
+        Duration::from_secs(60),
+        async || {
+            let lamp = edge.stocked_product(&admin, "Lamp", 1500, 5).await;
+            let (status, order) = place(&edge, &token, &lamp, 2).await;
+            assert_eq!(status, StatusCode::CREATED, "{order}");
+            let id = order["id"].as_str().expect("id").to_owned();
+            let order_owner = owner(&edge, &admin, "orders", &id).await;
+            (order_owner == owner(&edge, &admin, "inventory", &lamp).await).then_some((
+                lamp,
+                id,
+                order_owner,
+            ))
+        },
+    )
+    .await;
+    let i: usize = owner_node
+        .trim_start_matches("node-")
+        .parse()
+        .expect("node number");
+    replicas[i - 2].kill();
+
+    // Due after 4 s; the survivor's sweeps (every 5 s) find it.
+    until("the order to expire", Duration::from_secs(20), async || {
+        let order = edge.get_json(&format!("/orders/{id}"), Some(&token)).await;
+        (order["status"] == "expired").then_some(())
+    })
+    .await;
+    until(
+        "its stock to come back",
+        Duration::from_secs(20),
+        async || {
+            let stock = edge
+                .get_json(&format!("/inventory/{lamp}"), Some(&admin))
+                .await;
+            (stock["reserved"] == 0 && stock["on_hand"] == 5).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_whose_only_owner_died_completes_when_the_node_returns() {
     let mut mesh = Mesh::start(false).await;
     let edge = Api::new(&mesh.nodes[0].http);
