@@ -9,9 +9,10 @@
 //!
 //! Views of the membership can differ for a moment while it changes, so two
 //! nodes may briefly both act for one entity. Each service's writes are fenced
-//! in PostgreSQL (a stock row's `owner_epoch`, an order's status compare-and-set):
-//! the stale actor's write fails, it stops, and its callers are told to retry
-//! (see [`Owned::Moved`]).
+//! in PostgreSQL as a compare-and-set (a stock row's `version`, an order's
+//! status): a write succeeds only if nobody wrote since the actor loaded, so a
+//! stale actor's write fails, it stops, and its callers are told to retry (see
+//! [`Owned::Moved`]).
 
 use std::time::Duration;
 

@@ -365,7 +365,7 @@ async fn a_dead_owner_s_unpaid_order_still_expires_on_time_on_the_replica() {
         "users,products,payments,notifications",
     )))
     .await;
-    let mut replicas = vec![
+    let mut replicas = [
         Node::start(short(member(&db, &ports, 1, "orders,inventory"))).await,
         Node::start(short(member(&db, &ports, 2, "orders,inventory"))).await,
     ];

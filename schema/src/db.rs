@@ -89,8 +89,8 @@ pub fn migrations(service: Service) -> Result<Vec<Migration>, DbError> {
                 include_str!("../migrations/inventory/V2__inventory.sql"),
             ),
             (
-                "V3__owner_epoch",
-                include_str!("../migrations/inventory/V3__owner_epoch.sql"),
+                "V3__stock_version",
+                include_str!("../migrations/inventory/V3__stock_version.sql"),
             ),
         ],
         Service::Orders => &[(

@@ -84,7 +84,9 @@ async fn apply(pool: &Pool, event: &EventEnvelope) -> Result<(), String> {
             let deleted: ProductDeleted =
                 serde_json::from_value(event.data.clone()).map_err(|e| e.to_string())?;
             tx.execute(
-                "update inventory.stock set archived = true, updated_at = now() where product_id = $1",
+                // A new version: a live stock actor's next write fails and it reloads.
+                "update inventory.stock set archived = true, version = version + 1, updated_at = now() \
+                 where product_id = $1",
                 &[&deleted.product_id],
             )
             .await

@@ -7,10 +7,12 @@
 //! writes them (levels, lines, events) in one transaction. Each caller still
 //! gets its own exact answer, sent only after the transaction commits.
 //!
-//! Fencing: loading takes the product's `owner_epoch` (incrementing it), and
-//! every write requires it unchanged. If another node's actor loaded the
-//! product since (ownership moved), this actor's write changes nothing: it
-//! answers "moved" (nothing was written, ask the owner again) and stops.
+//! Fencing: every write is a compare-and-set on the stock row's `version`. An
+//! actor writes only if nobody wrote since it loaded (or last wrote), that is
+//! only while its memory is the truth. If another node's actor wrote meanwhile
+//! (ownership moved), this actor's write changes nothing: it answers "moved"
+//! (nothing was written, ask the owner again) and stops. Taking ownership
+//! costs no write, so an actor that only reads never disturbs another.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -105,8 +107,8 @@ struct Levels {
     reserved: i64,
     threshold: i64,
     archived: bool,
-    /// The fencing token this actor writes under.
-    epoch: i64,
+    /// The row's version this memory reflects; the next write requires it.
+    version: i64,
 }
 
 #[derive(Debug)]
@@ -133,24 +135,12 @@ impl Actor for StockActor {
         myself: ActorRef<Self::Msg>,
         args: StockArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        // Take ownership (fencing out any earlier owner), then levels and
-        // open lines in one round trip. The epoch update waits for an earlier
-        // owner's write in flight, so the load below sees it.
+        // Levels, version and open lines in one round trip (one snapshot).
         let client = args.pool.get().await?;
-        let fence = client
-            .prepare_cached(
-                "update inventory.stock set owner_epoch = owner_epoch + 1 \
-                 where product_id = $1 returning owner_epoch",
-            )
-            .await?;
-        let epoch: i64 = client
-            .query_opt(&fence, &[&args.product_id])
-            .await?
-            .map_or(0, |row| row.get(0));
         let load = client
             .prepare_cached(
                 "select s.on_hand, s.reserved, s.low_stock_threshold, s.archived, \
-                        l.order_id, l.quantity, l.expires_at \
+                        l.order_id, l.quantity, l.expires_at, s.version \
                  from inventory.stock s \
                  left join inventory.reservation_lines l \
                    on l.product_id = s.product_id and l.status = 'reserved' \
@@ -163,7 +153,7 @@ impl Actor for StockActor {
             reserved: row.get(1),
             threshold: row.get(2),
             archived: row.get(3),
-            epoch,
+            version: row.get(7),
         });
         let mut open = HashMap::new();
         for row in &rows {
@@ -516,8 +506,8 @@ impl StockState {
         let update = tx
             .prepare_cached(
                 "update inventory.stock set on_hand = $2, reserved = $3, archived = archived or $4, \
-                   updated_at = now() \
-                 where product_id = $1 and owner_epoch = $5",
+                   version = version + 1, updated_at = now() \
+                 where product_id = $1 and version = $5",
             )
             .await?;
         let written = tx
@@ -528,12 +518,14 @@ impl StockState {
                     &levels.on_hand,
                     &levels.reserved,
                     &levels.archived,
-                    &levels.epoch,
+                    &levels.version,
                 ],
             )
             .await?;
+        levels.version += 1;
         if written == 0 {
-            // Fenced: another node owns this product now. Nothing was written.
+            // Fenced: another node's actor wrote since this one loaded.
+            // Nothing was written.
             drop(tx);
             tracing::info!(product = %product_id, "ownership moved; handing over");
             for Decided { reply, .. } in decided {
@@ -663,8 +655,9 @@ mod tests {
     }
 
     /// Two actors for one product, as two nodes whose views of the membership
-    /// briefly differ would run: the one that loaded last owns the product; the
-    /// other's writes change nothing, it answers "moved" and stops.
+    /// briefly differ would run. Whichever writes first wins; the other's
+    /// write changes nothing (its memory is stale), it answers "moved" and
+    /// stops, and the product's levels stay exact.
     #[tokio::test]
     async fn a_stale_owner_is_fenced_out_and_nothing_is_oversold() {
         let db = TestDb::new().await;
@@ -689,22 +682,22 @@ mod tests {
             .expect("first owner");
         assert!(reserve(&stale, 2).await.is_ok());
 
+        // A new owner loads (3 available) and sells one.
         let (owner, _) = Actor::spawn(None, StockActor, args)
             .await
             .expect("new owner");
+        assert!(reserve(&owner, 1).await.is_ok());
         // The stale actor still believes 3 are available; its write is refused.
         assert!(matches!(reserve(&stale, 3).await, Err(Owned::Moved(_))));
         stale_handle.await.expect("the stale actor stops");
-
-        // The owner loaded the first reservation and sells only what is left.
-        assert!(reserve(&owner, 3).await.is_ok());
         assert!(matches!(
-            reserve(&owner, 1).await,
+            reserve(&owner, 3).await,
             Err(Owned::Rejected(InventoryError::InsufficientStock {
-                available: 0,
+                available: 2,
                 ..
             }))
         ));
+        assert!(reserve(&owner, 2).await.is_ok());
         let row = db
             .pool
             .get()
@@ -723,7 +716,7 @@ mod tests {
                 row.get::<_, i64>(1),
                 row.get::<_, i64>(2)
             ),
-            (5, 5, 2)
+            (5, 5, 3)
         );
         owner.stop(None);
     }
