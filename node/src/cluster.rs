@@ -58,7 +58,7 @@ impl Membership {
                     let name = s
                         .peer_name
                         .as_ref()
-                        .map(|p| p.name.clone())
+                        .map(|p| node_name(&p.name).to_owned())
                         .unwrap_or_default();
                     (name, s.peer_addr.clone())
                 })
@@ -93,7 +93,7 @@ pub async fn view(
             let name = s
                 .peer_name
                 .as_ref()
-                .map(|p| p.name.clone())
+                .map(|p| node_name(&p.name).to_owned())
                 .unwrap_or_else(|| s.peer_addr.clone());
             (*id, name)
         })
@@ -120,7 +120,7 @@ pub async fn view(
         .map(|(name, services)| {
             let session = sessions
                 .values()
-                .find(|s| s.peer_name.as_ref().is_some_and(|p| &p.name == name));
+                .find(|s| s.peer_name.as_ref().is_some_and(|p| node_name(&p.name) == name));
             serde_json::json!({
                 "name": name,
                 "self": name == me,
@@ -145,6 +145,14 @@ pub async fn view(
         }
     }
     serde_json::json!({ "node": me, "nodes": nodes })
+}
+
+/// A peer's `--node-name`: `ractor_cluster` announces `<name>@<host>`; the
+/// rest of mart (this view, entity owners) knows nodes by name alone.
+fn node_name(announced: &str) -> &str {
+    announced
+        .rsplit_once('@')
+        .map_or(announced, |(name, _)| name)
 }
 
 async fn keep_peers(

@@ -90,16 +90,11 @@ async fn an_edge_node_serves_users_hosted_on_another_node_and_survives_its_resta
     let admin = api.admin_token().await;
     let view = api.get_json("/cluster", Some(&admin)).await;
     let nodes = view["nodes"].as_array().expect("nodes");
-    // ractor_cluster names a peer `<node-name>@<host>`.
+    // Nodes go by their --node-name, as entity owners do.
     let node = |name: &str| {
-        let prefix = format!("{name}@");
         nodes
             .iter()
-            .find(|n| {
-                n["name"]
-                    .as_str()
-                    .is_some_and(|n| n == name || n.starts_with(&prefix))
-            })
+            .find(|n| n["name"] == name)
             .cloned()
             .unwrap_or_default()
     };
