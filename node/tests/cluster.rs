@@ -268,11 +268,26 @@ async fn the_whole_checkout_works_through_the_edge_of_each_of_three_nodes() {
     let node = |i: usize, services: &str| NodeSpec::member(&db.url, &ports, i, services);
     let n1 = Node::start(node(0, "users,products")).await;
     let n2 = Node::start(node(1, "orders,payments")).await;
+    // Node 3 also runs the Kafka bridge, as in docker-compose.yml.
+    let prefix = format!("mart-test-{}", uuid::Uuid::new_v4().simple());
+    let topics: Vec<String> = ["orders", "payments"]
+        .iter()
+        .map(|s| format!("{prefix}.{s}.v1"))
+        .collect();
+    let (_kafka, bootstrap) = support::kafka::mock_cluster(&topics);
     let mut n3 = node(2, "inventory,notifications");
-    n3.extra_env.push((
-        "MART_SMTP_URL".to_owned(),
-        format!("smtp://127.0.0.1:{}", sink.port),
-    ));
+    n3.extra_env.extend([
+        (
+            "MART_SMTP_URL".to_owned(),
+            format!("smtp://127.0.0.1:{}", sink.port),
+        ),
+        ("MART_KAFKA_BROKERS".into(), bootstrap.clone()),
+        ("MART_KAFKA_TOPIC_PREFIX".into(), prefix),
+        (
+            "MART_KAFKA_PARTITIONS".into(),
+            support::kafka::PARTITIONS.to_string(),
+        ),
+    ]);
     let n3 = Node::start(n3).await;
     for n in [&n1, &n2, &n3] {
         n.wait_ready(Duration::from_secs(30)).await;
@@ -338,6 +353,33 @@ async fn the_whole_checkout_works_through_the_edge_of_each_of_three_nodes() {
     );
     let view = e1.get_json("/cluster", Some(&admin)).await;
     assert_eq!(view["nodes"].as_array().map(Vec::len), Some(3), "{view}");
+
+    // Kafka carries the order and its payment, mirrored from node 2's outboxes
+    // by node 3's bridge.
+    let started = Instant::now();
+    let mut types: Vec<String> = Vec::new();
+    while started.elapsed() < Duration::from_secs(60) {
+        let records = support::kafka::read_all(&bootstrap, &topics);
+        types = records
+            .iter()
+            .filter(|r| r.event["data"]["order_id"] == id.as_str())
+            .filter_map(|r| r.event["type"].as_str().map(str::to_owned))
+            .collect();
+        types.sort();
+        if types.len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        types,
+        [
+            "mart.order.paid",
+            "mart.order.placed",
+            "mart.payment.created",
+            "mart.payment.succeeded"
+        ],
+    );
 }
 
 /// Every group a `mart` node's actors join, as a peer sees them.
