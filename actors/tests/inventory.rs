@@ -223,6 +223,10 @@ async fn a_multi_line_reservation_takes_every_line_or_none_and_retries_are_idemp
     assert_eq!(shop.levels(plates).await.reserved, 1);
 
     // Commit twice: one sale. Releasing a sold reservation is refused.
+    let on_hand = (
+        shop.levels(mugs).await.on_hand,
+        shop.levels(plates).await.on_hand,
+    );
     for _ in 0..2 {
         let committed = shop.inventory.commit(None, order).await.expect("commit");
         assert!(
@@ -252,6 +256,13 @@ async fn a_multi_line_reservation_takes_every_line_or_none_and_retries_are_idemp
         .reserve(None, request(other, &[(plates, 1)], LONG))
         .await
         .expect("reserve");
+    assert!(
+        matches!(
+            shop.inventory.restock(None, other).await,
+            Err(CallError::Rejected(InventoryError::Conflict(_)))
+        ),
+        "only sold stock can be returned"
+    );
     for _ in 0..2 {
         shop.inventory.release(None, other).await.expect("release");
     }
@@ -262,6 +273,20 @@ async fn a_multi_line_reservation_takes_every_line_or_none_and_retries_are_idemp
             .await
             .is_err()
     );
+    // The sale is undone (a paid order cancelled): twice, one return.
+    for _ in 0..2 {
+        let returned = shop.inventory.restock(None, order).await.expect("return");
+        assert!(
+            returned
+                .lines
+                .iter()
+                .all(|l| l.status == LineStatus::Returned)
+        );
+    }
+    assert_eq!(shop.levels(mugs).await.on_hand, on_hand.0);
+    assert_eq!(shop.levels(plates).await.on_hand, on_hand.1);
+    assert_eq!(shop.stored(mugs).await, (on_hand.0, 0));
+
     assert!(matches!(
         shop.inventory.commit(None, OrderId::new()).await,
         Err(CallError::Rejected(InventoryError::NoReservation(_)))

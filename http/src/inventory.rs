@@ -22,6 +22,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_reservation))
         .routes(routes!(commit_reservation))
         .routes(routes!(release_reservation))
+        .routes(routes!(return_reservation))
 }
 
 /// A product's stock: on hand, reserved, available.
@@ -102,12 +103,8 @@ async fn commit_reservation(
     Auth(caller): Auth,
     Path(order): Path<String>,
 ) -> Result<Json<Reservation>, ApiError> {
-    Ok(Json(
-        state
-            .inventory
-            .commit(Some(caller), order_id(&order)?)
-            .await?,
-    ))
+    let order = order_id(&order)?;
+    Ok(Json(state.inventory.commit(Some(caller), order).await?))
 }
 
 /// Give reserved stock back.
@@ -119,12 +116,21 @@ async fn release_reservation(
     Auth(caller): Auth,
     Path(order): Path<String>,
 ) -> Result<Json<Reservation>, ApiError> {
-    Ok(Json(
-        state
-            .inventory
-            .release(Some(caller), order_id(&order)?)
-            .await?,
-    ))
+    let order = order_id(&order)?;
+    Ok(Json(state.inventory.release(Some(caller), order).await?))
+}
+
+/// Put sold (committed) stock back on hand, as when a paid order is cancelled.
+#[utoipa::path(post, path = "/inventory/reservations/{order_id}/return", tag = "inventory", security(("bearer" = [])),
+    params(("order_id" = String, Path, description = "order id")),
+    responses((status = 200, body = Reservation), (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn return_reservation(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(order): Path<String>,
+) -> Result<Json<Reservation>, ApiError> {
+    let order = order_id(&order)?;
+    Ok(Json(state.inventory.restock(Some(caller), order).await?))
 }
 
 fn order_id(raw: &str) -> Result<OrderId, ApiError> {

@@ -511,7 +511,7 @@ async fn concurrent_payment_requests_share_one_checkout_and_keys_replay() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancelling_a_paid_order_refunds_it() {
+async fn cancelling_a_paid_order_refunds_it_and_puts_its_stock_back() {
     let shop = shop_with(vec![], None, None).await;
     let c = shop.checkout("regretful").await;
     shop.browser
@@ -545,6 +545,25 @@ async fn cancelling_a_paid_order_refunds_it() {
     assert_eq!(status, "refunded");
     assert_eq!(shop.events("orders", "order.refunded").await, 1);
     assert_eq!(shop.events("payments", "payment.refunded").await, 1);
+    // The kettles never shipped: both go back on hand, once.
+    let stock = shop.stock(&c.product).await;
+    assert_eq!(
+        (stock["on_hand"].as_i64(), stock["reserved"].as_i64()),
+        (Some(10), Some(0)),
+        "{stock}"
+    );
+    assert_eq!(shop.events("inventory", "inventory.returned").await, 1);
+    let reservation = shop
+        .api
+        .get_json(
+            &format!("/inventory/reservations/{}", c.order),
+            Some(&shop.admin),
+        )
+        .await;
+    assert_eq!(
+        reservation["lines"][0]["status"], "returned",
+        "{reservation}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -92,6 +92,10 @@ pub fn migrations(service: Service) -> Result<Vec<Migration>, DbError> {
                 "V3__stock_version",
                 include_str!("../migrations/inventory/V3__stock_version.sql"),
             ),
+            (
+                "V4__returned_lines",
+                include_str!("../migrations/inventory/V4__returned_lines.sql"),
+            ),
         ],
         Service::Orders => &[(
             "V2__orders",

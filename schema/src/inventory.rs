@@ -82,6 +82,8 @@ pub enum LineStatus {
     Reserved,
     Committed,
     Released,
+    /// Committed, then put back on hand (a paid order was cancelled).
+    Returned,
 }
 
 impl LineStatus {
@@ -90,6 +92,7 @@ impl LineStatus {
             LineStatus::Reserved => "reserved",
             LineStatus::Committed => "committed",
             LineStatus::Released => "released",
+            LineStatus::Returned => "returned",
         }
     }
 }
@@ -101,6 +104,7 @@ impl std::str::FromStr for LineStatus {
             "reserved" => Ok(LineStatus::Reserved),
             "committed" => Ok(LineStatus::Committed),
             "released" => Ok(LineStatus::Released),
+            "returned" => Ok(LineStatus::Returned),
             other => Err(format!("unknown line status {other:?}")),
         }
     }
@@ -155,6 +159,8 @@ pub enum InventoryEvent {
     Reserved(StockMoved),
     Released(StockMoved),
     Committed(StockMoved),
+    /// A committed line went back on hand (its paid order was cancelled).
+    Returned(StockMoved),
     LowStock(LowStock),
 }
 
@@ -196,6 +202,7 @@ impl DomainEvent for InventoryEvent {
             InventoryEvent::Reserved(_) => "inventory.reserved",
             InventoryEvent::Released(_) => "inventory.released",
             InventoryEvent::Committed(_) => "inventory.committed",
+            InventoryEvent::Returned(_) => "inventory.returned",
             InventoryEvent::LowStock(_) => "inventory.low_stock",
         }
     }
@@ -205,7 +212,8 @@ impl DomainEvent for InventoryEvent {
             InventoryEvent::Adjusted(e) => e.product_id.0,
             InventoryEvent::Reserved(e)
             | InventoryEvent::Released(e)
-            | InventoryEvent::Committed(e) => e.product_id.0,
+            | InventoryEvent::Committed(e)
+            | InventoryEvent::Returned(e) => e.product_id.0,
             InventoryEvent::LowStock(e) => e.product_id.0,
         }
     }

@@ -82,7 +82,7 @@ fn sample_events() -> Vec<(Service, String, Value)> {
         reserved: 1,
         reason: Some("expired".into()),
     };
-    for variant in 0..5 {
+    for variant in 0..6 {
         let event = match variant {
             0 => InventoryEvent::Adjusted(StockAdjusted {
                 product_id: product,
@@ -94,6 +94,7 @@ fn sample_events() -> Vec<(Service, String, Value)> {
             1 => InventoryEvent::Reserved(moved.clone()),
             2 => InventoryEvent::Released(moved.clone()),
             3 => InventoryEvent::Committed(moved.clone()),
+            4 => InventoryEvent::Returned(moved.clone()),
             _ => InventoryEvent::LowStock(LowStock {
                 product_id: product,
                 available: 2,
@@ -105,6 +106,7 @@ fn sample_events() -> Vec<(Service, String, Value)> {
             | InventoryEvent::Reserved(_)
             | InventoryEvent::Released(_)
             | InventoryEvent::Committed(_)
+            | InventoryEvent::Returned(_)
             | InventoryEvent::LowStock(_) => {}
         }
         all.push(of(Service::Inventory, event));

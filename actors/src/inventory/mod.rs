@@ -75,6 +75,12 @@ pub enum InventoryMsg {
         Wire<(Asker, OrderId)>,
         RpcReplyPort<Wire<Result<Reservation, InventoryError>>>,
     ),
+    /// Puts a committed reservation back on hand (its paid order was cancelled).
+    #[rpc]
+    Restock(
+        Wire<(Asker, OrderId)>,
+        RpcReplyPort<Wire<Result<Reservation, InventoryError>>>,
+    ),
     #[rpc]
     Show(
         Wire<(Asker, OrderId)>,
@@ -136,6 +142,13 @@ impl Inventory {
     pub async fn release(&self, asker: Asker, order: OrderId) -> Answer<Reservation> {
         self.client
             .ask(|reply| InventoryMsg::Release((asker, order).into(), reply))
+            .await
+    }
+
+    /// Puts what a paid order took back on hand; idempotent.
+    pub async fn restock(&self, asker: Asker, order: OrderId) -> Answer<Reservation> {
+        self.client
+            .ask(|reply| InventoryMsg::Restock((asker, order).into(), reply))
             .await
     }
 
@@ -216,6 +229,12 @@ impl Actor for InventoryFront {
                         expired: false,
                     })
                     .await
+                })
+            }
+            InventoryMsg::Restock(request, reply) => {
+                spawn_answer(reply, request, move |(asker, order)| async move {
+                    admin_only(asker)?;
+                    settle(&pool, order, |order_id| StockOp::Return { order_id }).await
                 })
             }
             InventoryMsg::Show(request, reply) => {

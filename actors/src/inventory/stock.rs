@@ -50,6 +50,10 @@ pub(crate) enum StockOp {
         order_id: OrderId,
         expired: bool,
     },
+    /// Puts a committed line back on hand (its paid order was cancelled).
+    Return {
+        order_id: OrderId,
+    },
     Change(StockChange),
     Archive,
 }
@@ -316,7 +320,8 @@ impl StockState {
             .filter_map(|(op, _)| match op {
                 StockOp::Reserve { order_id, .. }
                 | StockOp::Commit { order_id }
-                | StockOp::Release { order_id, .. } => Some(*order_id),
+                | StockOp::Release { order_id, .. }
+                | StockOp::Return { order_id } => Some(*order_id),
                 _ => None,
             })
             .filter(|order| self.line(order).is_none())
@@ -380,83 +385,70 @@ impl StockState {
                         available: before_available,
                     }),
                     None => {
-                        levels.reserved += quantity;
                         let line = Line {
                             quantity,
                             status: LineStatus::Reserved,
                             expires_at,
                         };
-                        touched.insert(order_id, line);
-                        events.push(moved(
-                            InventoryEvent::Reserved,
-                            product_id,
-                            order_id,
-                            quantity,
-                            &levels,
-                            None,
-                        ));
-                        Ok(done_line(product_id, line))
-                    }
-                },
-                StockOp::Commit { order_id } => match current(&order_id, &touched) {
-                    Some(line) if line.status == LineStatus::Reserved => {
-                        levels.on_hand -= line.quantity;
-                        levels.reserved -= line.quantity;
-                        let line = Line {
-                            status: LineStatus::Committed,
-                            ..line
-                        };
-                        touched.insert(order_id, line);
-                        events.push(moved(
-                            InventoryEvent::Committed,
-                            product_id,
-                            order_id,
-                            line.quantity,
-                            &levels,
-                            None,
-                        ));
-                        Ok(done_line(product_id, line))
-                    }
-                    Some(line) if line.status == LineStatus::Committed => {
-                        Ok(done_line(product_id, line))
-                    }
-                    Some(_) => Err(InventoryError::Conflict(format!(
-                        "the reservation of order {order_id} was released; it cannot be committed"
-                    ))),
-                    None => Err(InventoryError::NoReservation(order_id)),
-                },
-                StockOp::Release { order_id, expired } => match current(&order_id, &touched) {
-                    Some(line) if line.status == LineStatus::Reserved => {
-                        if expired && line.expires_at > OffsetDateTime::now_utc() {
-                            // Stale timer: this line was not due after all.
-                            Ok(done_line(product_id, line))
-                        } else {
-                            levels.reserved -= line.quantity;
-                            let line = Line {
-                                status: LineStatus::Released,
-                                ..line
-                            };
-                            touched.insert(order_id, line);
-                            let reason = if expired { "expired" } else { "released" };
-                            events.push(moved(
-                                InventoryEvent::Released,
+                        Ok(step(
+                            &mut levels,
+                            &mut touched,
+                            &mut events,
+                            LineMove {
                                 product_id,
                                 order_id,
-                                line.quantity,
-                                &levels,
-                                Some(reason.into()),
-                            ));
+                                line,
+                                to: LineStatus::Reserved,
+                                reason: None,
+                            },
+                        ))
+                    }
+                },
+                StockOp::Commit { order_id }
+                | StockOp::Release { order_id, .. }
+                | StockOp::Return { order_id } => {
+                    let (from, to, reason) = match &op {
+                        StockOp::Commit { .. } => {
+                            (LineStatus::Reserved, LineStatus::Committed, None)
+                        }
+                        StockOp::Release { expired, .. } => (
+                            LineStatus::Reserved,
+                            LineStatus::Released,
+                            Some(if *expired { "expired" } else { "released" }.to_owned()),
+                        ),
+                        _ => (LineStatus::Committed, LineStatus::Returned, None),
+                    };
+                    let stale_timer = matches!(op, StockOp::Release { expired: true, .. });
+                    match current(&order_id, &touched) {
+                        Some(line) if line.status == to => Ok(done_line(product_id, line)),
+                        // A stale expiry timer: this line was not due after all.
+                        Some(line)
+                            if stale_timer
+                                && line.status == from
+                                && line.expires_at > OffsetDateTime::now_utc() =>
+                        {
                             Ok(done_line(product_id, line))
                         }
+                        Some(line) if line.status == from => Ok(step(
+                            &mut levels,
+                            &mut touched,
+                            &mut events,
+                            LineMove {
+                                product_id,
+                                order_id,
+                                line,
+                                to,
+                                reason,
+                            },
+                        )),
+                        Some(line) => Err(InventoryError::Conflict(format!(
+                            "the reservation of order {order_id} is {}; it cannot become {}",
+                            line.status.as_str(),
+                            to.as_str()
+                        ))),
+                        None => Err(InventoryError::NoReservation(order_id)),
                     }
-                    Some(line) if line.status == LineStatus::Released => {
-                        Ok(done_line(product_id, line))
-                    }
-                    Some(_) => Err(InventoryError::Conflict(format!(
-                        "the reservation of order {order_id} was committed; it cannot be released"
-                    ))),
-                    None => Err(InventoryError::NoReservation(order_id)),
-                },
+                }
                 StockOp::Change(change) => {
                     let (target, delta, reason) = match change {
                         StockChange::Adjust { delta, reason } => {
@@ -608,22 +600,57 @@ fn done_line(product_id: ProductId, line: Line) -> OpDone {
     })
 }
 
-fn moved(
-    kind: fn(StockMoved) -> InventoryEvent,
+/// One line moving to another status, decided in a batch.
+struct LineMove {
     product_id: ProductId,
     order_id: OrderId,
-    quantity: i64,
-    levels: &Levels,
+    line: Line,
+    to: LineStatus,
     reason: Option<String>,
-) -> InventoryEvent {
-    kind(StockMoved {
-        product_id,
-        order_id,
+}
+
+/// Applies a line's move to the batch's scratch state: the levels follow, and
+/// the event says so.
+fn step(
+    levels: &mut Levels,
+    touched: &mut HashMap<OrderId, Line>,
+    events: &mut Vec<InventoryEvent>,
+    m: LineMove,
+) -> OpDone {
+    let quantity = m.line.quantity;
+    let kind: fn(StockMoved) -> InventoryEvent = match m.to {
+        LineStatus::Reserved => {
+            levels.reserved += quantity;
+            InventoryEvent::Reserved
+        }
+        LineStatus::Committed => {
+            levels.on_hand -= quantity;
+            levels.reserved -= quantity;
+            InventoryEvent::Committed
+        }
+        LineStatus::Released => {
+            levels.reserved -= quantity;
+            InventoryEvent::Released
+        }
+        LineStatus::Returned => {
+            levels.on_hand += quantity;
+            InventoryEvent::Returned
+        }
+    };
+    let line = Line {
+        status: m.to,
+        ..m.line
+    };
+    touched.insert(m.order_id, line);
+    events.push(kind(StockMoved {
+        product_id: m.product_id,
+        order_id: m.order_id,
         quantity,
         on_hand: levels.on_hand,
         reserved: levels.reserved,
-        reason,
-    })
+        reason: m.reason,
+    }));
+    done_line(m.product_id, line)
 }
 
 #[cfg(test)]

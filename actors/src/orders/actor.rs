@@ -14,6 +14,7 @@
 
 use std::time::Duration;
 
+use mart_schema::inventory::InventoryError;
 use mart_schema::order::{Order, OrderError, OrderEvent, OrderEventKind, OrderStatus};
 use mart_schema::user::Caller;
 use mart_schema::{OrderId, Service};
@@ -154,14 +155,22 @@ impl Actor for OrderActor {
 }
 
 impl OrderState {
-    /// Releases the reservation and refunds any payment; both idempotent.
+    /// Gives the stock back (releases the reservation, or returns what a paid
+    /// order took) and refunds any payment; each step idempotent.
     async fn give_back(&self, id: OrderId) -> Result<(), String> {
-        let failed = |e: String| e;
+        use crate::CallError::Rejected;
         match self.deps.inventory.release(None, id).await {
-            // Already committed (cancelled after payment) or never reserved:
-            // nothing to give back.
-            Ok(_) | Err(crate::CallError::Rejected(_)) => {}
-            Err(e) => return Err(failed(format!("inventory: {e}"))),
+            Ok(_) | Err(Rejected(InventoryError::NoReservation(_))) => {}
+            // Committed: the order was paid. The goods never left, so they go
+            // back on hand.
+            Err(Rejected(_)) => match self.deps.inventory.restock(None, id).await {
+                Ok(_) => {}
+                Err(Rejected(no)) => {
+                    tracing::error!(order = %id, reason = %no, "stock of a cancelled order could not be returned");
+                }
+                Err(e) => return Err(format!("inventory: {e}")),
+            },
+            Err(e) => return Err(format!("inventory: {e}")),
         }
         match self.deps.payments.refund(id).await {
             Ok(true) => self
@@ -169,9 +178,9 @@ impl OrderState {
                 .store
                 .record(&self.order, OrderEventKind::Refunded)
                 .await
-                .map_err(|e| failed(format!("{e:?}"))),
+                .map_err(|e| format!("{e:?}")),
             Ok(false) => Ok(()),
-            Err(e) => Err(failed(format!("payments: {e}"))),
+            Err(e) => Err(format!("payments: {e}")),
         }
     }
 
