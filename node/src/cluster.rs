@@ -1,16 +1,70 @@
 //! Joining the cluster: this node's `ractor_cluster` server, and a keeper that
 //! dials every configured peer and dials again whenever a connection drops
 //! (`ractor_cluster` does not reconnect by itself).
+//!
+//! Any live member is enough to join: each node runs a directory actor that
+//! tells peers which nodes it is connected to, and the keeper dials those too
+//! (with TLS when configured — `ractor_cluster`'s own transitive mode dials
+//! without it).
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ractor::{Actor, ActorRef};
+use mart_actors::wire::Wire;
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorRef, RpcReplyPort};
 use ractor_cluster::{NodeServer, NodeServerMessage};
 use tokio::task::JoinHandle;
 
 /// How often the keeper checks its peers.
 const KEEP_EVERY: Duration = Duration::from_millis(500);
+/// Every how many checks it also asks its peers whom they know.
+const DISCOVER_EVERY: u32 = 4;
+/// The group of every node's directory actor.
+const DIRECTORY: &str = "mart.cluster.directory";
+
+/// A node's directory: the addresses of the nodes it is connected to.
+#[derive(Debug, ractor_cluster::RactorClusterMessage)]
+pub enum DirectoryMsg {
+    #[rpc]
+    Peers(Wire<()>, RpcReplyPort<Wire<Vec<String>>>),
+}
+
+struct Directory;
+
+impl Actor for Directory {
+    type Msg = DirectoryMsg;
+    type State = ActorRef<NodeServerMessage>;
+    type Arguments = ActorRef<NodeServerMessage>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        server: Self::Arguments,
+    ) -> Result<Self::State, ractor::ActorProcessingErr> {
+        ractor::pg::join(DIRECTORY.into(), vec![myself.get_cell()]);
+        Ok(server)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        DirectoryMsg::Peers(_, reply): Self::Msg,
+        server: &mut Self::State,
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        let known = ractor::call_t!(server, NodeServerMessage::GetSessions, 500)
+            .map(|sessions| {
+                sessions
+                    .values()
+                    .filter_map(|s| s.peer_name.as_ref().map(|p| p.connection_string.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let _ = reply.send(Wire::Value(known));
+        Ok(())
+    }
+}
 
 /// This node's membership in the cluster.
 #[derive(Debug)]
@@ -23,6 +77,7 @@ impl Membership {
     pub async fn join(
         name: &str,
         listen: SocketAddr,
+        advertise: Option<String>,
         cookie: String,
         peers: Vec<String>,
         tls: Option<TlsFiles>,
@@ -31,21 +86,28 @@ impl Membership {
         let incoming = tls
             .as_ref()
             .map(|(acceptor, _)| ractor_cluster::IncomingEncryptionMode::Tls(acceptor.clone()));
-        let server = NodeServer::new(
-            listen.port(),
-            cookie,
-            name.to_owned(),
-            listen.ip().to_string(),
-            incoming,
-            None,
-        )
-        .with_listen_addr(listen.ip());
+        // Peers learn this node's address from what it announces: the host
+        // they must dial, not the (maybe unspecified) one it listens on.
+        let host = match advertise {
+            Some(host) => host,
+            None if listen.ip().is_unspecified() => nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| listen.ip().to_string()),
+            None => listen.ip().to_string(),
+        };
+        let me = format!("{host}:{}", listen.port());
+        let server = NodeServer::new(listen.port(), cookie, name.to_owned(), host, incoming, None)
+            .with_listen_addr(listen.ip());
         let (server, _) = Actor::spawn(Some(format!("mart.cluster.{name}")), server, ())
             .await
             .map_err(|e| anyhow::anyhow!("cannot start the cluster listener on {listen}: {e}"))?;
-        tracing::info!(%listen, peers = ?peers, tls = tls.is_some(), "cluster listener started");
+        tracing::info!(%listen, advertised = %me, peers = ?peers, tls = tls.is_some(), "cluster listener started");
+        Actor::spawn(None, Directory, server.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot start the cluster directory: {e}"))?;
         let connector = tls.map(|(_, connector)| connector);
-        let keeper = tokio::spawn(keep_peers(server.clone(), peers, connector));
+        let keeper = tokio::spawn(keep_peers(server.clone(), peers, me, connector));
         Ok(Self { server, keeper })
     }
 
@@ -155,19 +217,35 @@ fn node_name(announced: &str) -> &str {
         .map_or(announced, |(name, _)| name)
 }
 
+/// Dials the configured peers and those they know of, again whenever a
+/// connection drops. `me` is this node's advertised address.
 async fn keep_peers(
     server: ActorRef<NodeServerMessage>,
-    peers: Vec<String>,
+    configured: Vec<String>,
+    me: String,
     tls: Option<tokio_rustls::TlsConnector>,
 ) {
-    let mut connected = vec![false; peers.len()];
+    let mut connected: std::collections::HashMap<String, bool> = Default::default();
+    let mut discovered: BTreeSet<String> = BTreeSet::new();
     let mut ticker = tokio::time::interval(KEEP_EVERY);
+    let mut round = 0u32;
     loop {
         ticker.tick().await;
+        round = round.wrapping_add(1);
+        if round.is_multiple_of(DISCOVER_EVERY) {
+            // Only what someone advertises now: a node gone for good drops out.
+            discovered = discover(&me).await;
+        }
         let Ok(sessions) = ractor::call_t!(server, NodeServerMessage::GetSessions, 1000) else {
             continue;
         };
-        for (i, peer) in peers.iter().enumerate() {
+        let targets: BTreeSet<&String> = configured
+            .iter()
+            .chain(&discovered)
+            .filter(|peer| **peer != me)
+            .collect();
+        for peer in targets {
+            let was_up = connected.entry(peer.clone()).or_default();
             let resolved: Vec<SocketAddr> = tokio::net::lookup_host(peer.as_str())
                 .await
                 .map(|addrs| addrs.collect())
@@ -182,15 +260,15 @@ async fn keep_peers(
                         .is_ok_and(|a| resolved.contains(&a))
             });
             if up {
-                if !connected[i] {
+                if !*was_up {
                     tracing::info!(%peer, "connected to peer");
                 }
-                connected[i] = true;
+                *was_up = true;
                 continue;
             }
-            if connected[i] {
+            if *was_up {
                 tracing::warn!(%peer, "lost peer; reconnecting");
-                connected[i] = false;
+                *was_up = false;
             }
             let dialled = match &tls {
                 None => ractor_cluster::client_connect(&server, peer.as_str()).await,
@@ -221,6 +299,32 @@ async fn keep_peers(
             }
         }
     }
+}
+
+/// The addresses the nodes this one is connected to are connected to.
+async fn discover(me: &str) -> BTreeSet<String> {
+    let asks = ractor::pg::get_members(&DIRECTORY.to_owned())
+        .into_iter()
+        .filter(|cell| !cell.get_id().is_local())
+        .map(|cell| async move {
+            let directory = ActorRef::<DirectoryMsg>::from(cell);
+            match directory
+                .call(
+                    |reply| DirectoryMsg::Peers(Wire::Value(()), reply),
+                    Some(Duration::from_secs(1)),
+                )
+                .await
+            {
+                Ok(CallResult::Success(Wire::Value(peers))) => peers,
+                _ => Vec::new(),
+            }
+        });
+    futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .filter(|peer| peer != me)
+        .collect()
 }
 
 /// Certificate, key and CA for mutual TLS between nodes: every node presents a

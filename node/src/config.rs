@@ -70,6 +70,11 @@ pub struct NodeOptions {
     #[arg(long, env = "MART_CLUSTER_ADDR", global = true)]
     pub cluster_addr: Option<SocketAddr>,
 
+    /// The host peers dial to reach this node. Default: the --cluster-addr IP,
+    /// or this machine's hostname when that IP is unspecified (0.0.0.0).
+    #[arg(long, env = "MART_CLUSTER_ADVERTISE", global = true)]
+    pub cluster_advertise: Option<String>,
+
     /// Peers to join, comma-separated host:port; any live member is enough.
     #[arg(long, env = "MART_PEERS", global = true, value_delimiter = ',')]
     pub peers: Vec<String>,

@@ -251,6 +251,7 @@ async fn serve(opts: NodeOptions) -> anyhow::Result<()> {
             cluster::Membership::join(
                 &opts.node_name,
                 addr,
+                opts.cluster_advertise.clone(),
                 opts.cookie.clone().unwrap_or_default(),
                 opts.peers.clone(),
                 tls_files(&opts),

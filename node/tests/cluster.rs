@@ -236,13 +236,26 @@ async fn nodes_speak_mutual_tls_and_a_node_without_a_certificate_cannot_join() {
     b_spec.extra_env.extend(tls.clone());
     let _b = Node::start(b_spec).await;
     let mut a_spec = edge_node("node-a", b_port, COOKIE);
-    a_spec.extra_env.extend(tls);
+    a_spec.extra_env.extend(tls.clone());
     let a = Node::start(a_spec).await;
     a.wait_reachable("users", Duration::from_secs(30)).await;
     let api = Api::new(&a.http);
     let (_, token) = api.customer("encrypted").await;
     assert_eq!(
         api.get("/user_profile", Some(&token)).await.status(),
+        StatusCode::OK
+    );
+
+    // C knows only A, and finds B through it (dialling B over TLS too).
+    let mut c_spec = edge_node("node-c", a.cluster_port.expect("port"), COOKIE);
+    c_spec.extra_env.extend(tls);
+    let c = Node::start(c_spec).await;
+    c.wait_reachable("users", Duration::from_secs(30)).await;
+    assert_eq!(
+        Api::new(&c.http)
+            .get("/user_profile", Some(&token))
+            .await
+            .status(),
         StatusCode::OK
     );
 
@@ -265,7 +278,14 @@ async fn the_whole_checkout_works_through_the_edge_of_each_of_three_nodes() {
     let db = TestDb::empty().await;
     let sink = support::SmtpSink::start(free_port()).await;
     let ports = [free_port(), free_port(), free_port()];
-    let node = |i: usize, services: &str| NodeSpec::member(&db.url, &ports, i, services);
+    // Nodes 2 and 3 know only node 1: any live member is enough to join.
+    let node = |i: usize, services: &str| {
+        let mut spec = NodeSpec::member(&db.url, &ports, i, services);
+        if i > 0 {
+            spec.peers = vec![ports[0]];
+        }
+        spec
+    };
     let n1 = Node::start(node(0, "users,products")).await;
     let n2 = Node::start(node(1, "orders,payments")).await;
     // Node 3 also runs the Kafka bridge, as in docker-compose.yml.
