@@ -111,13 +111,16 @@ where
     T: Send + 'static,
     E: Send + 'static,
 {
-    let mut last = format!("no {service} node is live");
+    let mut last = String::new();
     for attempt in 0..OWNER_ATTEMPTS {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(50 << attempt.min(4))).await;
         }
+        // No member at all: nobody can answer; say so now, not in 2.5 s.
         let Some(owner) = owner_of(service, key) else {
-            continue;
+            return Err(Failure::Infrastructure(format!(
+                "no {service} node is live"
+            )));
         };
         match ActorRef::<M>::from(owner).call(&build, Some(timeout)).await {
             Ok(CallResult::Success(Wire::Value(answer))) => match answer {

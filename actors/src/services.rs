@@ -132,7 +132,7 @@ impl Hosted {
     /// Leaves gracefully: stops taking new work (peers route requests and
     /// entities elsewhere), lets entity actors finish what they hold, delivers
     /// pending events once more, then stops every hosted service.
-    pub async fn stop(self) {
+    pub async fn stop(&self) {
         for service in self.services() {
             let fronts = ractor::pg::get_local_members(&service.group());
             ractor::pg::leave(service.group(), fronts);

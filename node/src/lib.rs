@@ -369,9 +369,12 @@ async fn serve(opts: NodeOptions) -> anyhow::Result<()> {
     }
 
     tracing::info!("shutting down");
-    if let Ok(hosted) = Arc::try_unwrap(hosted) {
-        hosted.stop().await;
-    }
+    // Not behind Arc::try_unwrap: a clone still held by a connection task
+    // would silently skip the graceful leave, and with it the outbox flush and
+    // the wait for actors mid-message (a mail sent twice by the next owner).
+    let leaving = std::time::Instant::now();
+    hosted.stop().await;
+    tracing::info!(took = ?leaving.elapsed(), "services stopped");
     if let Some(bridge) = bridge {
         bridge.stop(Some("node shutting down".into()));
     }
