@@ -2,9 +2,9 @@
 //! map an owner router keeps, written once.
 //!
 //! The router joins its service's owner group (see [`crate::owners`]) and
-//! watches it: when membership changes, actors of entities this node no longer
-//! owns finish what is in their mailboxes and stop, and the new owner loads
-//! them from PostgreSQL.
+//! watches it: when membership changes, entity actors finish what is in their
+//! mailboxes and stop; each entity's (new or same) owner loads it again from
+//! PostgreSQL on its next request or sweep.
 //!
 //! An entity's actor is started without waiting for it to load (its messages
 //! queue meanwhile), so one slow load never holds up the router. One that is
@@ -81,20 +81,22 @@ where
         ractor::pg::leave(owners::group(service), vec![router.clone()]);
     }
 
-    /// Hands off the entities this node no longer owns: each actor finishes
-    /// what is already in its mailbox, then stops.
+    /// Membership changed: every entity actor finishes what is already in its
+    /// mailbox, then stops. Those this node no longer owns move to their new
+    /// owner; the others reload too, because while views of the membership
+    /// differed another node may have written them, and an actor that only
+    /// reads would never notice its memory is stale.
     pub(crate) fn hand_off(&mut self, service: Service) {
-        let foreign: Vec<K> = self
+        let moving = self
             .actors
             .keys()
             .filter(|key| !owners::is_mine(service, (**key).into()))
-            .copied()
-            .collect();
-        for key in foreign {
-            if let Some(actor) = self.actors.remove(&key) {
-                tracing::debug!(%service, entity = %key, "handing off");
-                let _ = actor.drain();
-            }
+            .count();
+        if !self.actors.is_empty() {
+            tracing::info!(%service, actors = self.actors.len(), moving, "membership changed; entity actors reload");
+        }
+        for (_, actor) in self.actors.drain() {
+            let _ = actor.drain();
         }
     }
 

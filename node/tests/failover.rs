@@ -68,6 +68,17 @@ async fn place(api: &Api, token: &str, product: &str, quantity: i64) -> (StatusC
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// A resource while polling: `Null` for a moment's 503 (a node just died and
+/// the cluster has not noticed yet), which a client retries.
+async fn poll(api: &Api, path: &str, token: &str) -> Value {
+    let response = api.get(path, Some(token)).await;
+    if response.status() == StatusCode::OK {
+        response.json().await.unwrap_or(Value::Null)
+    } else {
+        Value::Null
+    }
+}
+
 async fn owner(api: &Api, admin: &str, service: &str, id: &str) -> String {
     let owner = api
         .get_json(&format!("/cluster/owners/{service}/{id}"), Some(admin))
@@ -229,7 +240,7 @@ impl Mesh {
             "the order to be paid",
             Duration::from_secs(30),
             async || {
-                let got = api.get_json(&format!("/orders/{order}"), Some(token)).await;
+                let got = poll(api, &format!("/orders/{order}"), token).await;
                 (got["status"] == "paid").then_some(())
             },
         )
@@ -238,9 +249,7 @@ impl Mesh {
             "stock to be committed",
             Duration::from_secs(20),
             async || {
-                let stock = api
-                    .get_json(&format!("/inventory/{product}"), Some(admin))
-                    .await;
+                let stock = poll(api, &format!("/inventory/{product}"), admin).await;
                 (stock["reserved"] == 0).then_some(())
             },
         )
@@ -407,7 +416,7 @@ async fn a_dead_owner_s_unpaid_order_still_expires_on_time_on_the_replica() {
 
     // Due after 4 s; the survivor's sweeps (every 5 s) find it.
     until("the order to expire", Duration::from_secs(20), async || {
-        let order = edge.get_json(&format!("/orders/{id}"), Some(&token)).await;
+        let order = poll(&edge, &format!("/orders/{id}"), &token).await;
         (order["status"] == "expired").then_some(())
     })
     .await;
@@ -415,9 +424,7 @@ async fn a_dead_owner_s_unpaid_order_still_expires_on_time_on_the_replica() {
         "its stock to come back",
         Duration::from_secs(20),
         async || {
-            let stock = edge
-                .get_json(&format!("/inventory/{lamp}"), Some(&admin))
-                .await;
+            let stock = poll(&edge, &format!("/inventory/{lamp}"), &admin).await;
             (stock["reserved"] == 0 && stock["on_hand"] == 5).then_some(())
         },
     )
@@ -577,9 +584,7 @@ async fn a_rolling_restart_under_load_loses_nothing() {
         async || {
             let mut statuses = HashMap::new();
             for id in &accepted {
-                let order = edges[2]
-                    .get_json(&format!("/orders/{id}"), Some(&token))
-                    .await;
+                let order = poll(&edges[2], &format!("/orders/{id}"), &token).await;
                 statuses.insert(
                     id.clone(),
                     order["status"].as_str().unwrap_or("?").to_owned(),
