@@ -21,6 +21,7 @@ use crate::owners;
 
 #[derive(Debug)]
 pub(crate) struct Entities<K, M> {
+    service: Service,
     actors: HashMap<K, ActorRef<M>>,
     keys: HashMap<ActorId, K>,
 }
@@ -30,11 +31,21 @@ where
     K: Eq + Hash + Copy + std::fmt::Display + Into<uuid::Uuid> + Send + 'static,
     M: ractor::Message,
 {
-    pub(crate) fn new() -> Self {
+    /// Joins `router` to `service`'s owner group and watches the group; the
+    /// (empty) map of the entities it will run.
+    pub(crate) fn join(service: Service, router: &ActorCell) -> Self {
+        ractor::pg::join(owners::group(service), vec![router.clone()]);
+        ractor::pg::monitor(owners::group(service), router.clone());
         Self {
+            service,
             actors: HashMap::new(),
             keys: HashMap::new(),
         }
+    }
+
+    /// Whether this node owns `key` now.
+    pub(crate) fn owns(&self, key: K) -> bool {
+        owners::is_mine(self.service, key.into())
     }
 
     /// The running actor of `key`, or a new one made by `make`, linked to `parent`.
@@ -70,15 +81,22 @@ where
         Ok(actor)
     }
 
-    /// Joins `router` to `service`'s owner group and watches the group.
-    pub(crate) fn join(service: Service, router: &ActorCell) {
-        ractor::pg::join(owners::group(service), vec![router.clone()]);
-        ractor::pg::monitor(owners::group(service), router.clone());
+    /// The router is stopping: peers stop routing here, and every entity
+    /// actor stops once its mailbox is empty.
+    pub(crate) fn leave(&self, router: &ActorCell) {
+        ractor::pg::leave(owners::group(self.service), vec![router.clone()]);
+        for actor in self.actors.values() {
+            let _ = actor.drain();
+        }
     }
 
-    /// Leaves the owner group (the node is going away): peers stop routing here.
-    pub(crate) fn leave(service: Service, router: &ActorCell) {
-        ractor::pg::leave(owners::group(service), vec![router.clone()]);
+    /// A supervision event of the router: membership changed, or an entity
+    /// actor ended.
+    pub(crate) fn supervise(&mut self, event: &SupervisionEvent) {
+        match event {
+            SupervisionEvent::ProcessGroupChanged(_) => self.hand_off(),
+            event => self.forget(event),
+        }
     }
 
     /// Membership changed: every entity actor finishes what is already in its
@@ -86,29 +104,17 @@ where
     /// owner; the others reload too, because while views of the membership
     /// differed another node may have written them, and an actor that only
     /// reads would never notice its memory is stale.
-    pub(crate) fn hand_off(&mut self, service: Service) {
-        let moving = self
-            .actors
-            .keys()
-            .filter(|key| !owners::is_mine(service, (**key).into()))
-            .count();
+    fn hand_off(&mut self) {
         if !self.actors.is_empty() {
-            tracing::info!(%service, actors = self.actors.len(), moving, "membership changed; entity actors reload");
+            tracing::info!(service = %self.service, actors = self.actors.len(), "membership changed; entity actors reload");
         }
         for (_, actor) in self.actors.drain() {
             let _ = actor.drain();
         }
     }
 
-    /// Stops every entity actor once its mailbox is empty (the router is stopping).
-    pub(crate) fn stop_all(&self) {
-        for actor in self.actors.values() {
-            let _ = actor.drain();
-        }
-    }
-
     /// Forgets an actor that ended (a supervision event of the router).
-    pub(crate) fn forget(&mut self, event: &SupervisionEvent) {
+    fn forget(&mut self, event: &SupervisionEvent) {
         let id = match event {
             SupervisionEvent::ActorTerminated(cell, ..) => cell.get_id(),
             SupervisionEvent::ActorFailed(cell, err) => {

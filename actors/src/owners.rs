@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::call::Failure;
+use crate::call::{Failure, Rejection};
 use crate::wire::Wire;
 
 /// The group of `service`'s owner routers.
@@ -154,6 +154,61 @@ where
     Err(Failure::Infrastructure(format!(
         "{service} entity {key} unavailable: {last}"
     )))
+}
+
+/// Serves one request at the owner: decodes it (a malformed one is refused),
+/// finds the entity's actor with `actor`, and answers with what `ask` gets
+/// from it — in a task of its own, so the router keeps routing meanwhile.
+pub(crate) fn serve<Req, A, T, E, F>(
+    reply: RpcReplyPort<Wire<Result<T, Owned<E>>>>,
+    request: Wire<Req>,
+    actor: impl FnOnce(&Req) -> Result<A, String>,
+    ask: impl FnOnce(A, Req) -> F,
+) where
+    E: Rejection,
+    T: Send + 'static,
+    F: Future<Output = Result<T, Owned<E>>> + Send + 'static,
+{
+    let found = request
+        .into_result()
+        .map_err(|reason| Owned::Rejected(E::malformed(reason)))
+        .and_then(|request| match actor(&request) {
+            Ok(found) => Ok(ask(found, request)),
+            Err(e) => Err(Owned::Failed(e)),
+        });
+    match found {
+        Ok(asked) => {
+            tokio::spawn(async move {
+                let _ = reply.send(Wire::Value(asked.await));
+            });
+        }
+        Err(no) => {
+            let _ = reply.send(Wire::Value(Err(no)));
+        }
+    }
+}
+
+/// Asks an entity's actor on this node, turning how the call can fail into
+/// an [`Owned`] answer for the caller (`what` names the actor in messages).
+pub(crate) async fn ask_entity<M, T, E>(
+    actor: ActorRef<M>,
+    build: impl FnOnce(RpcReplyPort<Result<T, Owned<E>>>) -> M,
+    timeout: Duration,
+    what: &str,
+) -> Result<T, Owned<E>>
+where
+    M: ractor::Message,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    match actor.call(build, Some(timeout)).await {
+        Ok(CallResult::Success(answer)) => answer,
+        Ok(CallResult::Timeout) => Err(Owned::Failed(format!("{what} timed out"))),
+        Ok(CallResult::SenderError) => Err(Owned::Failed(format!("{what} failed mid-request"))),
+        // It stopped (idle, closed, handed off) before taking the request:
+        // nothing was done.
+        Err(_) => Err(Owned::Moved(format!("{what} stopped"))),
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use mart_schema::inventory::{InventoryError, StockLevels};
 use mart_schema::{ProductId, Service};
-use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use ractor_cluster::RactorClusterMessage;
 
@@ -58,14 +57,14 @@ impl Actor for StockRouter {
         myself: ActorRef<Self::Msg>,
         pool: Pool,
     ) -> Result<Self::State, ActorProcessingErr> {
-        Entities::<ProductId, StockMsg>::join(Service::Inventory, &myself.get_cell());
+        let actors = Entities::join(Service::Inventory, &myself.get_cell());
         // At start-up first: reservations that fell due while the node was down.
         let _ = myself.cast(RouterMsg::Sweep(Wire::Value(())));
         myself.send_interval(SWEEP_EVERY, || RouterMsg::Sweep(Wire::Value(())));
         Ok(RouterState {
             pool,
             outbox: Outbox::new(Service::Inventory),
-            actors: Entities::new(),
+            actors,
         })
     }
 
@@ -74,8 +73,7 @@ impl Actor for StockRouter {
         myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        Entities::<ProductId, StockMsg>::leave(Service::Inventory, &myself.get_cell());
-        state.actors.stop_all();
+        state.actors.leave(&myself.get_cell());
         Ok(())
     }
 
@@ -86,53 +84,33 @@ impl Actor for StockRouter {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            RouterMsg::Op(request, reply) => {
-                let (product, op) = match request.into_result() {
-                    Ok(request) => request,
-                    Err(reason) => {
-                        answer(reply, Err(malformed(reason)));
-                        return Ok(());
-                    }
-                };
-                match state.actor(&myself, product) {
-                    // Decided in a task: the router keeps routing meanwhile.
-                    Ok(actor) => {
-                        tokio::spawn(async move { answer(reply, decide(actor, op).await) });
-                    }
-                    Err(e) => answer(reply, Err(Owned::Failed(e))),
-                }
-            }
-            RouterMsg::Levels(request, reply) => {
-                let product = match request.into_result() {
-                    Ok(product) => product,
-                    Err(reason) => {
-                        answer(reply, Err(malformed(reason)));
-                        return Ok(());
-                    }
-                };
-                match state.actor(&myself, product) {
-                    Ok(actor) => {
-                        tokio::spawn(async move {
-                            let levels = match actor
-                                .call(StockMsg::Levels, Some(DECIDE_TIMEOUT))
-                                .await
-                            {
-                                Ok(CallResult::Success(levels)) => levels,
-                                Ok(_) => Err(Owned::Failed("stock actor did not answer".into())),
-                                Err(_) => Err(Owned::Moved("stock actor stopped".into())),
-                            };
-                            answer(reply, levels);
-                        });
-                    }
-                    Err(e) => answer(reply, Err(Owned::Failed(e))),
-                }
-            }
+            RouterMsg::Op(request, reply) => owners::serve(
+                reply,
+                request,
+                |(product, _)| state.actor(&myself, *product),
+                |actor, (_, op)| {
+                    owners::ask_entity(
+                        actor,
+                        |reply| StockMsg::Op(op, Some(reply)),
+                        DECIDE_TIMEOUT,
+                        "stock actor",
+                    )
+                },
+            ),
+            RouterMsg::Levels(request, reply) => owners::serve(
+                reply,
+                request,
+                |product| state.actor(&myself, *product),
+                |actor, _| {
+                    owners::ask_entity(actor, StockMsg::Levels, DECIDE_TIMEOUT, "stock actor")
+                },
+            ),
             RouterMsg::Sweep(_) => {
                 // The database may be briefly away; the next sweep tries again.
                 match state.overdue().await {
                     Ok(products) => {
                         for product_id in products {
-                            if !owners::is_mine(Service::Inventory, product_id.0) {
+                            if !state.actors.owns(product_id) {
                                 continue;
                             }
                             if let Ok(actor) = state.actor(&myself, product_id) {
@@ -153,37 +131,8 @@ impl Actor for StockRouter {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        match event {
-            SupervisionEvent::ProcessGroupChanged(_) => state.actors.hand_off(Service::Inventory),
-            event => state.actors.forget(&event),
-        }
+        state.actors.supervise(&event);
         Ok(())
-    }
-}
-
-fn answer<T>(reply: RpcReplyPort<Wire<T>>, value: T) {
-    let _ = reply.send(Wire::Value(value));
-}
-
-fn malformed(reason: String) -> Owned<InventoryError> {
-    Owned::Rejected(<InventoryError as crate::call::Rejection>::malformed(
-        reason,
-    ))
-}
-
-/// One change, decided and written by the product's actor.
-async fn decide(actor: ActorRef<StockMsg>, op: StockOp) -> OpAnswer {
-    match actor
-        .call(|reply| StockMsg::Op(op, Some(reply)), Some(DECIDE_TIMEOUT))
-        .await
-    {
-        Ok(CallResult::Success(answer)) => answer,
-        Ok(CallResult::Timeout) => Err(Owned::Failed("stock actor timed out".into())),
-        Ok(CallResult::SenderError) => {
-            Err(Owned::Failed("stock actor failed while deciding".into()))
-        }
-        // It stopped (idle, handed off) before taking the change: nothing written.
-        Err(_) => Err(Owned::Moved("stock actor stopped".into())),
     }
 }
 

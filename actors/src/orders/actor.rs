@@ -18,7 +18,6 @@ use mart_schema::inventory::InventoryError;
 use mart_schema::order::{Order, OrderError, OrderEvent, OrderEventKind, OrderStatus};
 use mart_schema::user::Caller;
 use mart_schema::{OrderId, Service};
-use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use ractor_cluster::RactorClusterMessage;
 use time::OffsetDateTime;
@@ -316,13 +315,10 @@ impl Actor for OrderRouter {
         myself: ActorRef<Self::Msg>,
         deps: OrderDeps,
     ) -> Result<Self::State, ActorProcessingErr> {
-        Entities::<OrderId, OrderMsg>::join(Service::Orders, &myself.get_cell());
+        let actors = Entities::join(Service::Orders, &myself.get_cell());
         let _ = myself.cast(RouterMsg::Sweep(Wire::Value(())));
         myself.send_interval(SWEEP_EVERY, || RouterMsg::Sweep(Wire::Value(())));
-        Ok(RouterState {
-            deps,
-            actors: Entities::new(),
-        })
+        Ok(RouterState { deps, actors })
     }
 
     async fn post_stop(
@@ -330,8 +326,7 @@ impl Actor for OrderRouter {
         myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        Entities::<OrderId, OrderMsg>::leave(Service::Orders, &myself.get_cell());
-        state.actors.stop_all();
+        state.actors.leave(&myself.get_cell());
         Ok(())
     }
 
@@ -342,48 +337,23 @@ impl Actor for OrderRouter {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            RouterMsg::Transition(request, reply) => {
-                let (id, asker, status) = match request.into_result() {
-                    Ok(request) => request,
-                    Err(reason) => {
-                        let no = <OrderError as crate::call::Rejection>::malformed(reason);
-                        let _ = reply.send(Wire::Value(Err(Owned::Rejected(no))));
-                        return Ok(());
-                    }
-                };
-                let answer = match state.actor(&myself, id) {
-                    Ok(actor) => actor,
-                    Err(e) => {
-                        let _ = reply.send(Wire::Value(Err(Owned::Failed(e))));
-                        return Ok(());
-                    }
-                };
-                // Decided in a task: the router keeps routing meanwhile.
-                tokio::spawn(async move {
-                    let outcome = match answer
-                        .call(
-                            |reply| OrderMsg::Transition(asker, status, reply),
-                            Some(TRANSITION_TIMEOUT),
-                        )
-                        .await
-                    {
-                        Ok(CallResult::Success(outcome)) => outcome,
-                        Ok(CallResult::Timeout) => {
-                            Err(Owned::Failed("order actor timed out".into()))
-                        }
-                        Ok(CallResult::SenderError) => {
-                            Err(Owned::Failed("order actor failed mid-transition".into()))
-                        }
-                        // It stopped (idle, closed, handed off) before taking it.
-                        Err(_) => Err(Owned::Moved("order actor stopped".into())),
-                    };
-                    let _ = reply.send(Wire::Value(outcome));
-                });
-            }
+            RouterMsg::Transition(request, reply) => owners::serve(
+                reply,
+                request,
+                |(id, ..)| state.actor(&myself, *id),
+                |actor, (_, asker, status)| {
+                    owners::ask_entity(
+                        actor,
+                        move |reply| OrderMsg::Transition(asker, status, reply),
+                        TRANSITION_TIMEOUT,
+                        "order actor",
+                    )
+                },
+            ),
             RouterMsg::Sweep(_) => match state.deps.store.due().await {
                 Ok(due) => {
                     for id in due {
-                        if !owners::is_mine(Service::Orders, id.0) {
+                        if !state.actors.owns(id) {
                             continue;
                         }
                         if let Ok(actor) = state.actor(&myself, id) {
@@ -403,10 +373,7 @@ impl Actor for OrderRouter {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        match event {
-            SupervisionEvent::ProcessGroupChanged(_) => state.actors.hand_off(Service::Orders),
-            event => state.actors.forget(&event),
-        }
+        state.actors.supervise(&event);
         Ok(())
     }
 }
