@@ -79,6 +79,15 @@ async fn poll(api: &Api, path: &str, token: &str) -> Value {
     }
 }
 
+/// The position of `node-<n>` in a list of nodes started as `member(.., i, ..)`.
+fn index_of(name: &str) -> usize {
+    let n: usize = name
+        .trim_start_matches("node-")
+        .parse()
+        .expect("node number");
+    n - 1
+}
+
 async fn owner(api: &Api, admin: &str, service: &str, id: &str) -> String {
     let owner = api
         .get_json(&format!("/cluster/owners/{service}/{id}"), Some(admin))
@@ -217,11 +226,7 @@ impl Mesh {
     }
 
     fn node(&mut self, name: &str) -> &mut Node {
-        let i: usize = name
-            .trim_start_matches("node-")
-            .parse()
-            .expect("node number");
-        &mut self.nodes[i - 1]
+        &mut self.nodes[index_of(name)]
     }
 
     /// The order (for 2 of a 10-unit product) gets paid, and then: stock
@@ -408,11 +413,8 @@ async fn a_dead_owner_s_unpaid_order_still_expires_on_time_on_the_replica() {
         },
     )
     .await;
-    let i: usize = owner_node
-        .trim_start_matches("node-")
-        .parse()
-        .expect("node number");
-    replicas[i - 2].kill();
+    // Node 1 is the edge; the replicas are nodes 2 and 3.
+    replicas[index_of(&owner_node) - 1].kill();
 
     // Due after 4 s; the survivor's sweeps (every 5 s) find it.
     until("the order to expire", Duration::from_secs(20), async || {
