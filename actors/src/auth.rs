@@ -82,10 +82,7 @@ impl TokenKeys {
     pub fn verify(&self, token: &str) -> Result<Caller, InvalidToken> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|_| InvalidToken)?;
-        Ok(Caller {
-            user_id: data.claims.sub,
-            role: data.claims.role,
-        })
+        Ok(Caller::user(data.claims.sub, data.claims.role))
     }
 }
 
@@ -109,8 +106,8 @@ mod tests {
         let user = alice();
         let grant = keys.issue(&user).expect("issue");
         assert_eq!(
-            keys.verify(&grant.access_token).expect("verify").user_id,
-            user.id
+            keys.verify(&grant.access_token).expect("verify").user_id(),
+            Some(user.id)
         );
         let other = TokenKeys::new(b"another secret", Duration::from_secs(60));
         assert_eq!(other.verify(&grant.access_token), Err(InvalidToken));

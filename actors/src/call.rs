@@ -1,9 +1,19 @@
-//! Reaching a service: the one way every caller (the edge, other services) talks
-//! to a service, wherever in the cluster it runs.
+//! Calling a service and answering it: the one way every caller (the edge,
+//! other services) talks to a service, wherever in the cluster it runs, and
+//! the one way every service answers.
 //!
-//! A [`ServiceClient`] finds the live members of the service's process group
-//! (local ones first, else remote ones, round-robin), sends one message with a
-//! timeout, and turns every way that can go wrong into a [`CallError`].
+//! - A request travels as a [`Request`]: who it is for ([`Caller`]), how long
+//!   its caller will still wait, and the body. The edge sets a deadline per
+//!   HTTP request ([`within`]); every call made while serving it, on any node,
+//!   gets what is left of it ([`deadline`]), so no inner call outlives the
+//!   request it serves.
+//! - [`ServiceClient`] finds the live members of the service's process group
+//!   (local ones first, else remote ones, round-robin), sends one message, and
+//!   turns every way that can go wrong into a [`CallError`].
+//! - [`Front`] is the group member of every service: it joins the group and
+//!   hands each request to the service's [`Serve`] implementation, which
+//!   answers it in a task of its own ([`answer_in_task`]), so a slow request
+//!   never holds up the mailbox.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -11,46 +21,119 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use mart_schema::Service;
+use mart_schema::user::Caller;
 use ractor::rpc::CallResult;
-use ractor::{ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
+use crate::failure::{Failure, Infra, Refusal, Rejection};
 use crate::wire::Wire;
 
-/// How long a caller waits for a service by default.
-pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request may take when nobody set a deadline (background work:
+/// sweeps, subscribers, saga steps).
+pub const DEFAULT_BUDGET: Duration = Duration::from_secs(5);
+
+tokio::task_local! {
+    static DEADLINE: Instant;
+}
+
+/// When the request this task works for must be answered by.
+pub fn deadline() -> Instant {
+    DEADLINE
+        .try_with(|d| *d)
+        .unwrap_or_else(|_| Instant::now() + DEFAULT_BUDGET)
+}
+
+/// What is left of this task's deadline.
+pub fn remaining() -> Duration {
+    deadline().saturating_duration_since(Instant::now())
+}
+
+/// Runs `work` under `deadline`: every call it makes gets what is left.
+pub async fn within<F: Future>(deadline: Instant, work: F) -> F::Output {
+    DEADLINE.scope(deadline, work).await
+}
+
+/// One request as it travels between nodes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Request<T> {
+    pub caller: Caller,
+    /// How long the caller still waits, in milliseconds, when it sent this
+    /// (a duration, not a time: the nodes' clocks may differ).
+    budget_ms: u64,
+    pub body: T,
+}
+
+impl<T> Request<T> {
+    /// A request with what is left of this task's deadline.
+    pub fn new(caller: Caller, body: T) -> Self {
+        Self {
+            caller,
+            budget_ms: u64::try_from(remaining().as_millis()).unwrap_or(u64::MAX),
+            body,
+        }
+    }
+
+    /// The deadline on this node.
+    pub fn deadline(&self) -> Instant {
+        Instant::now() + Duration::from_millis(self.budget_ms)
+    }
+}
+
+/// The reply port of every service request: a result that may travel.
+pub type Reply<T, E> = RpcReplyPort<Wire<Result<T, Refusal<E>>>>;
 
 /// Why a call did not produce the service's own answer.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CallError<E> {
     /// The service answered "no"; `E` says why.
-    #[error("rejected: {0}")]
+    #[error("rejected: {0:?}")]
     Rejected(E),
-    /// No live member of the service, or it went away before answering.
-    #[error("service unavailable")]
-    Unavailable,
-    /// No answer in time.
-    #[error("service timed out")]
+    /// No live member, a member that went away, or one broken for a moment:
+    /// trying again soon may work.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// No answer before the deadline.
+    #[error("timed out")]
     Timeout,
+    /// The service failed (a bug, a SQL error); the cause, for the log.
+    #[error("failed: {0}")]
+    Failed(String),
 }
 
-impl<E> CallError<E> {
+impl<E: std::fmt::Debug> CallError<E> {
     /// Keeps the transport outcome and converts the rejection.
     pub fn map_rejection<F>(self, f: impl FnOnce(E) -> F) -> CallError<F> {
         match self {
             CallError::Rejected(e) => CallError::Rejected(f(e)),
-            CallError::Unavailable => CallError::Unavailable,
+            CallError::Unavailable(why) => CallError::Unavailable(why),
             CallError::Timeout => CallError::Timeout,
+            CallError::Failed(cause) => CallError::Failed(cause),
+        }
+    }
+
+    /// As broken infrastructure of the service that called `service`: a
+    /// rejection the caller did not handle is a bug.
+    pub fn into_infra(self, service: Service) -> Infra {
+        match self {
+            CallError::Rejected(no) => Infra::Remote {
+                service,
+                cause: format!("unexpected answer: {no:?}"),
+            },
+            CallError::Unavailable(why) => Infra::Unavailable { service, why },
+            CallError::Timeout => Infra::Unavailable {
+                service,
+                why: "no answer in time".into(),
+            },
+            CallError::Failed(cause) => Infra::Remote { service, cause },
         }
     }
 }
 
-/// The reply port type of every service request: a result that may travel.
-pub type Reply<T, E> = RpcReplyPort<Wire<Result<T, E>>>;
-
 /// A typed handle on one service's process group. Cheap to clone.
 pub struct ServiceClient<M> {
     service: Service,
-    timeout: Duration,
     next: Arc<AtomicUsize>,
     _msg: PhantomData<fn() -> M>,
 }
@@ -67,7 +150,6 @@ impl<M> Clone for ServiceClient<M> {
     fn clone(&self) -> Self {
         Self {
             service: self.service,
-            timeout: self.timeout,
             next: self.next.clone(),
             _msg: PhantomData,
         }
@@ -75,10 +157,9 @@ impl<M> Clone for ServiceClient<M> {
 }
 
 impl<M: ractor::Message> ServiceClient<M> {
-    pub fn new(service: Service, timeout: Duration) -> Self {
+    pub fn new(service: Service) -> Self {
         Self {
             service,
-            timeout,
             next: Arc::new(AtomicUsize::new(0)),
             _msg: PhantomData,
         }
@@ -103,115 +184,164 @@ impl<M: ractor::Message> ServiceClient<M> {
         !ractor::pg::get_members(&self.service.group()).is_empty()
     }
 
-    /// Sends the message built by `build` to one member and waits for its answer.
-    pub async fn ask<T, E>(&self, build: impl Fn(Reply<T, E>) -> M) -> Result<T, CallError<E>>
+    /// Sends `body` for `caller` as message `variant` to one member and waits
+    /// for its answer, at most until this task's deadline.
+    pub async fn ask<B, T, E>(
+        &self,
+        caller: Caller,
+        body: B,
+        variant: fn(Wire<Request<B>>, Reply<T, E>) -> M,
+    ) -> Result<T, CallError<E>>
     where
+        B: Clone,
         T: Send + 'static,
         E: Send + 'static,
     {
         let members = self.members();
         if members.is_empty() {
-            return Err(CallError::Unavailable);
+            return Err(CallError::Unavailable(format!(
+                "no {} member is live",
+                self.service
+            )));
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         // A member that can't even take the message (it just died) never saw it,
         // so trying the next one is safe; once delivered, we never resend.
         for attempt in 0..members.len().min(2) {
+            let wait = remaining();
+            if wait.is_zero() {
+                return Err(CallError::Timeout);
+            }
             let member = &members[(start + attempt) % members.len()];
-            match member.call(&build, Some(self.timeout)).await {
+            let build = |reply| variant(Request::new(caller, body.clone()).into(), reply);
+            match member.call(build, Some(wait)).await {
                 Ok(CallResult::Success(Wire::Value(answer))) => {
-                    return answer.map_err(CallError::Rejected);
+                    return answer.map_err(|refusal| match refusal {
+                        Refusal::No(no) => CallError::Rejected(no),
+                        Refusal::Fault(f) if f.transient => CallError::Unavailable(f.cause),
+                        Refusal::Fault(f) => CallError::Failed(f.cause),
+                    });
                 }
                 Ok(CallResult::Success(Wire::Malformed(reason))) => {
-                    tracing::warn!(service = %self.service, %reason, "malformed reply");
-                    return Err(CallError::Unavailable);
+                    return Err(CallError::Failed(format!(
+                        "{}: malformed reply: {reason}",
+                        self.service
+                    )));
                 }
                 Ok(CallResult::Timeout) => return Err(CallError::Timeout),
-                Ok(CallResult::SenderError) => return Err(CallError::Unavailable),
+                Ok(CallResult::SenderError) => {
+                    return Err(CallError::Unavailable(format!(
+                        "the {} member went away mid-request",
+                        self.service
+                    )));
+                }
                 Err(_) => continue,
             }
         }
-        Err(CallError::Unavailable)
+        Err(CallError::Unavailable(format!(
+            "no {} member took the request",
+            self.service
+        )))
     }
 }
 
-/// Answers a reply port, ignoring a caller that stopped waiting.
-pub fn answer<T, E>(reply: Reply<T, E>, result: Result<T, E>) {
-    let _ = reply.send(Wire::Value(result));
-}
-
-/// A service's "no" that can also describe a request that did not decode.
-pub trait Rejection: Send + 'static {
-    fn malformed(reason: String) -> Self;
-}
-
-/// Why a request failed inside a service: a business answer for the caller, or
-/// broken infrastructure that the caller sees as "unavailable".
-#[derive(Debug, thiserror::Error)]
-pub enum Failure<E> {
-    #[error("rejected: {0}")]
-    Rejected(E),
-    #[error("{0}")]
-    Infrastructure(String),
-}
-
-impl<E> From<E> for Failure<E> {
-    fn from(e: E) -> Self {
-        Failure::Rejected(e)
-    }
-}
-
-/// Runs one request and answers it. A business "no" is an answer; broken
-/// infrastructure drops the reply (the caller sees "unavailable") and returns
-/// the handler's `Err`, crashing the actor so its supervisor starts a fresh one.
-pub async fn respond<Req, T, E, F>(
-    reply: Reply<T, E>,
-    request: Wire<Req>,
-    run: impl FnOnce(Req) -> F,
-) -> Result<(), ractor::ActorProcessingErr>
+/// Answers one request in a task of its own, under the caller's deadline: the
+/// value, the service's "no", or the fault (logged by whoever gives up on it:
+/// the edge, with its request id).
+pub fn answer_in_task<B, T, E, F, Fut>(reply: Reply<T, E>, request: Wire<Request<B>>, run: F)
 where
+    B: Send + 'static,
+    T: Send + 'static,
     E: Rejection,
-    F: Future<Output = Result<T, Failure<E>>>,
+    F: FnOnce(Caller, B) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, Failure<E>>> + Send + 'static,
 {
     let request = match request.into_result() {
         Ok(request) => request,
         Err(reason) => {
-            answer(reply, Err(E::malformed(reason)));
-            return Ok(());
+            let _ = reply.send(Wire::Value(Err(Refusal::No(E::malformed(reason)))));
+            return;
         }
     };
-    match run(request).await {
-        Ok(value) => answer(reply, Ok(value)),
-        Err(Failure::Rejected(no)) => answer(reply, Err(no)),
-        Err(Failure::Infrastructure(e)) => {
-            drop(reply);
-            return Err(e.into());
-        }
-    }
-    Ok(())
+    let deadline = request.deadline();
+    tokio::spawn(within(deadline, async move {
+        let outcome = run(request.caller, request.body).await;
+        let _ = reply.send(Wire::Value(outcome.map_err(Refusal::from)));
+    }));
 }
 
-/// Like [`respond`], but in a task of its own, so the actor that received the
-/// request keeps taking others (requests that call other services or wait on
-/// PostgreSQL). Broken infrastructure drops the reply: the caller sees
-/// "unavailable", and the cause is logged here.
-pub fn spawn_answer<Req, T, E, F, Fut>(reply: Reply<T, E>, request: Wire<Req>, run: F)
-where
-    Req: Send + 'static,
-    T: Send + 'static,
-    E: Rejection,
-    F: FnOnce(Req) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<T, Failure<E>>> + Send + 'static,
-{
-    tokio::spawn(async move {
-        let request = match request.into_result() {
-            Ok(request) => request,
-            Err(reason) => return answer(reply, Err(E::malformed(reason))),
-        };
-        match run(request).await {
-            Ok(value) => answer(reply, Ok(value)),
-            Err(Failure::Rejected(no)) => answer(reply, Err(no)),
-            Err(Failure::Infrastructure(e)) => tracing::warn!(error = %e, "request failed"),
-        }
-    });
+/// What a service's group member serves: its mailbox, and how each request is
+/// answered (each with [`answer_in_task`]).
+pub(crate) trait Serve: Clone + Send + Sync + 'static {
+    type Msg: ractor::Message;
+    const SERVICE: Service;
+
+    fn serve(&self, msg: Self::Msg);
+}
+
+/// The `mart.<service>` group member on a node hosting the service. It never
+/// waits: every request runs in a task of its own, so one slow request (a
+/// password hash, a call to another service) holds up no other.
+pub(crate) struct Front<S>(PhantomData<fn() -> S>);
+
+impl<S> Front<S> {
+    pub(crate) fn new() -> Self {
+        Front(PhantomData)
+    }
+}
+
+impl<S> Clone for Front<S> {
+    fn clone(&self) -> Self {
+        Front::new()
+    }
+}
+
+impl<S> std::fmt::Debug for Front<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Front")
+    }
+}
+
+impl<S: Serve> Actor for Front<S> {
+    type Msg = S::Msg;
+    type State = S;
+    type Arguments = S;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        service: S,
+    ) -> Result<S, ActorProcessingErr> {
+        ractor::pg::join(S::SERVICE.group(), vec![myself.get_cell()]);
+        Ok(service)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        service: &mut S,
+    ) -> Result<(), ActorProcessingErr> {
+        service.serve(msg);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn inner_calls_get_what_is_left_of_the_deadline() {
+        let outside = remaining();
+        assert!(outside > DEFAULT_BUDGET - Duration::from_secs(1));
+        let soon = Instant::now() + Duration::from_millis(300);
+        within(soon, async {
+            let request = Request::new(Caller::Anonymous, ());
+            assert!(request.budget_ms <= 300 && request.budget_ms > 100);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(remaining().is_zero());
+        })
+        .await;
+    }
 }

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::Digest;
 
-use crate::call::Failure;
+use crate::failure::{Failure, Infra};
 
 /// A request running longer than this is taken as abandoned (its node died).
 const ABANDONED_AFTER_SECS: f64 = 60.0;
@@ -75,19 +75,15 @@ impl Idempotency {
         user: UserId,
         key: &str,
         hash: &str,
-    ) -> Result<Claim, String> {
-        let client = pool.get().await.map_err(|e| e.to_string())?;
+    ) -> Result<Claim, Infra> {
+        let client = pool.get().await?;
         let inserted = client
             .query_opt(&self.claim, &[&user, &key, &hash, &ABANDONED_AFTER_SECS])
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         if inserted.is_some() {
             return Ok(Claim::New);
         }
-        let row = client
-            .query_one(&self.read, &[&user, &key])
-            .await
-            .map_err(|e| e.to_string())?;
+        let row = client.query_one(&self.read, &[&user, &key]).await?;
         let stored: String = row.get(0);
         let outcome: Option<serde_json::Value> = row.get(1);
         Ok(match (stored == hash, outcome) {
@@ -117,12 +113,11 @@ impl Idempotency {
         user: UserId,
         key: &str,
         outcome: &serde_json::Value,
-    ) -> Result<(), String> {
-        let client = pool.get().await.map_err(|e| e.to_string())?;
+    ) -> Result<(), Infra> {
+        let client = pool.get().await?;
         client
             .execute(&self.finish, &[&user, &key, outcome])
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         Ok(())
     }
 
@@ -171,16 +166,11 @@ impl Idempotency {
         let Some(key) = key else {
             return first(None).await.map(|run| (run.value, false));
         };
-        match self
-            .claim(pool, user, key, &fingerprint(request))
-            .await
-            .map_err(Failure::Infrastructure)?
-        {
+        match self.claim(pool, user, key, &fingerprint(request)).await? {
             Claim::Running => Err(Failure::Rejected(errors.in_progress)),
             Claim::Mismatch => Err(Failure::Rejected(errors.mismatch)),
             Claim::Done(outcome) => {
-                let replay: Result<T, E> = serde_json::from_value(outcome)
-                    .map_err(|e| Failure::Infrastructure(e.to_string()))?;
+                let replay: Result<T, E> = serde_json::from_value(outcome).map_err(Infra::bug)?;
                 replay.map(|value| (value, true)).map_err(Failure::Rejected)
             }
             Claim::New => match first(Some(key)).await {
@@ -188,17 +178,13 @@ impl Idempotency {
                     if !run.recorded {
                         let outcome =
                             serde_json::to_value(Ok::<&T, E>(&run.value)).unwrap_or_default();
-                        self.finish(pool, user, key, &outcome)
-                            .await
-                            .map_err(Failure::Infrastructure)?;
+                        self.finish(pool, user, key, &outcome).await?;
                     }
                     Ok((run.value, false))
                 }
                 Err(Failure::Rejected(no)) => {
                     let outcome = serde_json::to_value(Err::<T, &E>(&no)).unwrap_or_default();
-                    self.finish(pool, user, key, &outcome)
-                        .await
-                        .map_err(Failure::Infrastructure)?;
+                    self.finish(pool, user, key, &outcome).await?;
                     Err(Failure::Rejected(no))
                 }
                 Err(failure) => {

@@ -4,7 +4,13 @@
 //! - [`services`]: what a node hosts — a root [`supervisor`] with one supervised
 //!   group per service (request workers + outbox dispatcher).
 //! - [`call`]: [`ServiceClient`](call::ServiceClient), the one way to reach a
-//!   service anywhere in the cluster, and [`CallError`](call::CallError).
+//!   service anywhere in the cluster, and [`CallError`](call::CallError);
+//!   every request carries its [`Caller`](mart_schema::user::Caller) and what
+//!   is left of the edge's deadline; `Front`, the one group member every
+//!   service uses.
+//! - [`failure`]: a service's "no" versus broken infrastructure
+//!   ([`Infra`](failure::Infra), typed, keeping its cause), and how a fault
+//!   travels to the edge (500, or 503 when a retry may help).
 //! - [`wire`]: [`Wire`](wire::Wire), how payloads cross nodes without a malformed
 //!   frame ever panicking a node.
 //! - [`outbox`]: events written with the state change, delivered in order to
@@ -13,14 +19,21 @@
 //!   rendezvous hashing over the live owner routers, fenced in PostgreSQL.
 //! - [`auth`]: signing and verifying access tokens.
 //! - [`idempotency`]: `Idempotency-Key` handling for requests that create things.
-//! - [`users`], [`products`], [`inventory`], [`orders`], [`payments`], [`notifications`]: the services and their handles.
+//! - [`users`], [`products`], [`inventory`], [`orders`], [`payments`],
+//!   [`notifications`]: the services, each laid out the same way: `mod.rs`
+//!   (handle and messages), `front.rs` (the group member), `store.rs` (all
+//!   SQL), and for services with entities `state.rs` (pure decisions) and
+//!   `actor.rs` (load → decide → write → reply).
 //!
-//! Invariant: a handler's `Err` means broken infrastructure (the actor crashes and
-//! is restarted); every business "no" travels back in the reply.
+//! Invariant: every business "no" travels back in the reply. A group member
+//! never crashes on a request (each runs in a task of its own and answers a
+//! fault); an entity actor whose write failed crashes and reloads from
+//! PostgreSQL.
 
 pub mod auth;
 pub mod call;
 mod entities;
+pub mod failure;
 pub mod idempotency;
 pub mod inventory;
 pub mod notifications;

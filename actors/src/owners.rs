@@ -17,13 +17,15 @@
 use std::time::Duration;
 
 use mart_schema::Service;
+use mart_schema::user::Caller;
 use ractor::rpc::CallResult;
 use ractor::{ActorCell, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::call::{Failure, Rejection};
+use crate::call::{Request, remaining, within};
+use crate::failure::{Failure, Infra, Rejection};
 use crate::wire::Wire;
 
 /// The group of `service`'s owner routers.
@@ -91,26 +93,40 @@ pub(crate) enum Owned<E> {
     Failed(String),
 }
 
+/// What a fenced write did: everything, or nothing because another actor
+/// wrote the entity since this one loaded it (ownership moved).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Written {
+    Committed,
+    Fenced,
+}
+
 /// How many times a request looks for an entity's owner again after ownership
 /// moved (a node joined or left), with growing pauses: about 2.5 s in all.
 const OWNER_ATTEMPTS: u32 = 6;
 
-/// Asks the router owning `key` in `service`, wherever it runs, and waits up
-/// to `timeout`. Ownership that moved mid-request (nothing was written) is
-/// asked again; an unknown outcome (the owner failed or its node died mid-way)
-/// only when `retry_unknown`, that is when the request is idempotent.
-pub(crate) async fn ask<M, T, E>(
+/// The reply port of an owner router.
+pub(crate) type OwnerReply<T, E> = RpcReplyPort<Wire<Result<T, Owned<E>>>>;
+
+/// Asks the router owning `key` in `service`, wherever it runs, at most until
+/// this task's deadline. Ownership that moved mid-request (nothing was
+/// written) is asked again; an unknown outcome (the owner failed or its node
+/// died mid-way) only when `retry_unknown`, that is when the request is
+/// idempotent.
+pub(crate) async fn ask_owner<M, B, T, E>(
     service: Service,
     key: Uuid,
     retry_unknown: bool,
-    timeout: Duration,
-    build: impl Fn(RpcReplyPort<Wire<Result<T, Owned<E>>>>) -> M,
+    body: B,
+    variant: fn(Wire<Request<B>>, OwnerReply<T, E>) -> M,
 ) -> Result<T, Failure<E>>
 where
     M: ractor::Message,
+    B: Clone,
     T: Send + 'static,
     E: Send + 'static,
 {
+    let unavailable = |why: String| Failure::Infra(Infra::Unavailable { service, why });
     let mut last = String::new();
     for attempt in 0..OWNER_ATTEMPTS {
         if attempt > 0 {
@@ -118,50 +134,53 @@ where
         }
         // No member at all: nobody can answer; say so now, not in 2.5 s.
         let Some(owner) = owner_of(service, key) else {
-            return Err(Failure::Infrastructure(format!(
-                "no {service} node is live"
-            )));
+            return Err(unavailable(format!("no {service} node is live")));
         };
-        match ActorRef::<M>::from(owner).call(&build, Some(timeout)).await {
+        let wait = remaining();
+        if wait.is_zero() {
+            break;
+        }
+        let build = |reply| variant(Request::new(Caller::Service, body.clone()).into(), reply);
+        match ActorRef::<M>::from(owner).call(build, Some(wait)).await {
             Ok(CallResult::Success(Wire::Value(answer))) => match answer {
                 Ok(value) => return Ok(value),
                 Err(Owned::Rejected(no)) => return Err(Failure::Rejected(no)),
                 Err(Owned::Moved(why)) => last = why,
                 Err(Owned::Failed(why)) if retry_unknown => last = why,
-                Err(Owned::Failed(why)) => return Err(Failure::Infrastructure(why)),
+                Err(Owned::Failed(cause)) => {
+                    return Err(Failure::Infra(Infra::Remote { service, cause }));
+                }
             },
             Ok(CallResult::Success(Wire::Malformed(why))) => {
-                return Err(Failure::Infrastructure(format!("malformed answer: {why}")));
+                return Err(Failure::Infra(Infra::Remote {
+                    service,
+                    cause: format!("malformed answer: {why}"),
+                }));
             }
             Ok(CallResult::Timeout) => {
-                return Err(Failure::Infrastructure(format!(
-                    "{service} owner timed out"
-                )));
+                return Err(unavailable(format!("{service} owner timed out")));
             }
             // The owner's node went away mid-request.
             Ok(CallResult::SenderError) if retry_unknown => {
                 last = format!("{service} owner went away")
             }
             Ok(CallResult::SenderError) => {
-                return Err(Failure::Infrastructure(format!(
-                    "{service} owner went away"
-                )));
+                return Err(unavailable(format!("{service} owner went away")));
             }
             // It never took the request.
             Err(_) => last = format!("{service} owner went away"),
         }
     }
-    Err(Failure::Infrastructure(format!(
-        "{service} entity {key} unavailable: {last}"
-    )))
+    Err(unavailable(format!("entity {key}: {last}")))
 }
 
 /// Serves one request at the owner: decodes it (a malformed one is refused),
 /// finds the entity's actor with `actor`, and answers with what `ask` gets
-/// from it — in a task of its own, so the router keeps routing meanwhile.
+/// from it, under the caller's deadline, in a task of its own, so the router
+/// keeps routing meanwhile.
 pub(crate) fn serve<Req, A, T, E, F>(
-    reply: RpcReplyPort<Wire<Result<T, Owned<E>>>>,
-    request: Wire<Req>,
+    reply: OwnerReply<T, E>,
+    request: Wire<Request<Req>>,
     actor: impl FnOnce(&Req) -> Result<A, String>,
     ask: impl FnOnce(A, Req) -> F,
 ) where
@@ -172,15 +191,15 @@ pub(crate) fn serve<Req, A, T, E, F>(
     let found = request
         .into_result()
         .map_err(|reason| Owned::Rejected(E::malformed(reason)))
-        .and_then(|request| match actor(&request) {
-            Ok(found) => Ok(ask(found, request)),
+        .and_then(|request| match actor(&request.body) {
+            Ok(found) => Ok((request.deadline(), ask(found, request.body))),
             Err(e) => Err(Owned::Failed(e)),
         });
     match found {
-        Ok(asked) => {
-            tokio::spawn(async move {
+        Ok((deadline, asked)) => {
+            tokio::spawn(within(deadline, async move {
                 let _ = reply.send(Wire::Value(asked.await));
-            });
+            }));
         }
         Err(no) => {
             let _ = reply.send(Wire::Value(Err(no)));
@@ -188,12 +207,12 @@ pub(crate) fn serve<Req, A, T, E, F>(
     }
 }
 
-/// Asks an entity's actor on this node, turning how the call can fail into
-/// an [`Owned`] answer for the caller (`what` names the actor in messages).
+/// Asks an entity's actor on this node, at most until this task's deadline,
+/// turning how the call can fail into an [`Owned`] answer for the caller
+/// (`what` names the actor in messages).
 pub(crate) async fn ask_entity<M, T, E>(
     actor: ActorRef<M>,
     build: impl FnOnce(RpcReplyPort<Result<T, Owned<E>>>) -> M,
-    timeout: Duration,
     what: &str,
 ) -> Result<T, Owned<E>>
 where
@@ -201,7 +220,7 @@ where
     T: Send + 'static,
     E: Send + 'static,
 {
-    match actor.call(build, Some(timeout)).await {
+    match actor.call(build, Some(remaining())).await {
         Ok(CallResult::Success(answer)) => answer,
         Ok(CallResult::Timeout) => Err(Owned::Failed(format!("{what} timed out"))),
         Ok(CallResult::SenderError) => Err(Owned::Failed(format!("{what} failed mid-request"))),

@@ -10,21 +10,21 @@ use mart_schema::Service;
 use ractor::{Actor, ActorRef};
 
 use crate::auth::TokenKeys;
-use crate::inventory::{CATALOG_SUBSCRIBER, CatalogSubscriber, InventoryFront, StockRouter};
-use crate::notifications::{
-    MailSender, Mailer, NotificationSubscriber, NotificationsFront, SENDER, SUBSCRIBER,
+use crate::call::{Front, Serve};
+use crate::inventory::{
+    CATALOG_SUBSCRIBER, CatalogSubscriber, InventoryService, StockRouter, StockStore,
 };
-use crate::orders::{OrderRouter, OrderServiceDeps, OrdersFront};
+use crate::notifications::{
+    MailSender, Mailer, NotificationService, NotificationStore, NotificationSubscriber, SENDER,
+    SUBSCRIBER,
+};
+use crate::orders::{OrderDeps, OrderRouter, OrderService, PAYMENTS_SUBSCRIBER, PaymentSubscriber};
 use crate::outbox::{Dispatcher, DispatcherArgs, dispatcher_name};
 use crate::owners;
-use crate::payments::{PaymentDeps, PaymentService, PaymentsFront, Reconciler};
-use crate::products::{ProductRules, ProductsWorker};
+use crate::payments::{PaymentDeps, PaymentService, Reconciler};
+use crate::products::ProductService;
 use crate::supervisor::{ChildSpec, Supervisor, SupervisorMsg};
-use crate::users::{UserRules, worker::UsersWorker};
-
-/// Request workers per service on one node: enough to overlap database round
-/// trips and password hashing on a small machine.
-const WORKERS: usize = 4;
+use crate::users::UserService;
 
 /// What the hosted services need from the node.
 #[derive(Clone, Debug)]
@@ -44,15 +44,12 @@ pub struct ServiceDeps {
 pub struct ServiceSettings {
     /// How long an unpaid order holds its stock (`MART_RESERVATION_TTL`).
     pub reservation_ttl: Duration,
-    /// How long one service waits for another.
-    pub call_timeout: Duration,
 }
 
 impl Default for ServiceSettings {
     fn default() -> Self {
         Self {
             reservation_ttl: Duration::from_secs(30 * 60),
-            call_timeout: crate::call::DEFAULT_CALL_TIMEOUT,
         }
     }
 }
@@ -73,6 +70,19 @@ pub struct ServiceHealth {
     /// Per durable subscriber (the Kafka bridge is `mart.bridge.kafka`): events
     /// not yet acknowledged, and the age of the oldest.
     pub lag: Vec<crate::outbox::SubscriberLag>,
+}
+
+/// Whether this node can serve: every hosted service has its database and
+/// joined its group, and every service the edge needs is reachable
+/// somewhere in the cluster.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Readiness {
+    #[serde(skip)]
+    pub ready: bool,
+    /// `ready` or `not ready`.
+    pub status: &'static str,
+    pub hosted: Vec<ServiceHealth>,
+    pub reachable: BTreeMap<Service, bool>,
 }
 
 impl Hosted {
@@ -129,6 +139,23 @@ impl Hosted {
         report
     }
 
+    /// This node's readiness, with the report behind it.
+    pub async fn readiness(&self) -> Readiness {
+        let reachable: BTreeMap<Service, bool> = Service::ALL
+            .iter()
+            .map(|&s| (s, !ractor::pg::get_members(&s.group()).is_empty()))
+            .collect();
+        let hosted = self.health().await;
+        let ready =
+            hosted.iter().all(|s| s.database && s.joined) && reachable.values().all(|&up| up);
+        Readiness {
+            ready,
+            status: if ready { "ready" } else { "not ready" },
+            hosted,
+            reachable,
+        }
+    }
+
     /// Leaves gracefully: stops taking new work (peers route requests and
     /// entities elsewhere), lets entity actors finish what they hold, delivers
     /// pending events once more, then stops every hosted service.
@@ -165,154 +192,109 @@ fn service_children(
     pool: Pool,
     deps: &ServiceDeps,
 ) -> Result<Vec<ChildSpec>, String> {
-    let (keys, settings) = (deps.keys.clone(), deps.settings);
-    let dispatcher_pool = pool.clone();
-    let mut children = vec![ChildSpec::new("outbox", move |parent| {
-        let args = DispatcherArgs {
-            service,
-            pool: dispatcher_pool.clone(),
-        };
-        async move {
-            Actor::spawn_linked(Some(dispatcher_name(service)), Dispatcher, args, parent)
-                .await
-                .map(|(actor, _)| actor.get_cell())
-                .map_err(|e| e.to_string())
-        }
-    })];
+    let dispatcher = DispatcherArgs {
+        service,
+        pool: pool.clone(),
+    };
+    let mut children = vec![named(
+        "outbox",
+        dispatcher_name(service),
+        Dispatcher,
+        dispatcher,
+    )];
     match service {
-        Service::Products => {
-            let rules = ProductRules::new(pool);
-            for i in 0..WORKERS {
-                let rules = rules.clone();
-                children.push(ChildSpec::new(format!("worker-{i}"), move |parent| {
-                    let rules = rules.clone();
-                    async move { spawn(ProductsWorker, rules, parent).await }
-                }));
-            }
+        Service::Users => {
+            children.push(front(UserService::new(pool, deps.keys.clone())));
         }
+        Service::Products => children.push(front(ProductService::new(pool))),
         Service::Inventory => {
-            let router_pool = pool.clone();
-            let name = owners::router_name(Service::Inventory, node);
-            children.push(ChildSpec::new("router", move |parent| {
-                let (pool, name) = (router_pool.clone(), name.clone());
-                async move {
-                    Actor::spawn_linked(Some(name), StockRouter, pool, parent)
-                        .await
-                        .map(|(actor, _)| actor.get_cell())
-                        .map_err(|e| e.to_string())
-                }
-            }));
-            let front_pool = pool.clone();
-            children.push(ChildSpec::new("front", move |parent| {
-                let pool = front_pool.clone();
-                async move { spawn(InventoryFront, pool, parent).await }
-            }));
-            children.push(ChildSpec::new("catalog", move |parent| {
-                let pool = pool.clone();
-                async move {
-                    Actor::spawn_linked(
-                        Some(CATALOG_SUBSCRIBER.into()),
-                        CatalogSubscriber,
-                        pool,
-                        parent,
-                    )
-                    .await
-                    .map(|(actor, _)| actor.get_cell())
-                    .map_err(|e| e.to_string())
-                }
-            }));
+            let store = StockStore::new(pool);
+            let router = owners::router_name(Service::Inventory, node);
+            children.push(named("router", router, StockRouter, store.clone()));
+            children.push(front(InventoryService::new(store.clone())));
+            let catalog = CATALOG_SUBSCRIBER.to_owned();
+            children.push(named("catalog", catalog, CatalogSubscriber, store));
         }
         Service::Orders => {
-            let deps = OrderServiceDeps::new(pool, settings.reservation_ttl, settings.call_timeout);
-            let actor_deps = deps.actor_deps();
-            let name = owners::router_name(Service::Orders, node);
-            children.push(ChildSpec::new("router", move |parent| {
-                let (deps, name) = (actor_deps.clone(), name.clone());
-                async move {
-                    Actor::spawn_linked(Some(name), OrderRouter, deps, parent)
-                        .await
-                        .map(|(actor, _)| actor.get_cell())
-                        .map_err(|e| e.to_string())
-                }
-            }));
-            children.push(ChildSpec::new("front", move |parent| {
-                let deps = deps.clone();
-                async move { spawn(OrdersFront, deps, parent).await }
-            }));
+            let orders = OrderService::new(pool, deps.settings.reservation_ttl);
+            let actor_deps = OrderDeps {
+                store: orders.store.clone(),
+                inventory: orders.inventory.clone(),
+                payments: orders.payments.clone(),
+            };
+            let router = owners::router_name(Service::Orders, node);
+            children.push(named("router", router, OrderRouter, actor_deps));
+            let payments = orders.payments.clone();
+            let subscriber = PAYMENTS_SUBSCRIBER.to_owned();
+            children.push(named("payments", subscriber, PaymentSubscriber, payments));
+            children.push(front(orders));
         }
         Service::Payments => {
-            let payment_deps = deps
+            let provider = deps
                 .payments
                 .clone()
                 .ok_or("hosting payments needs a payment provider (Stripe or the test server)")?;
-            let service = PaymentService::new(pool, payment_deps, settings.call_timeout);
-            let reconciling = service.clone();
-            children.push(ChildSpec::new("front", move |parent| {
-                let service = service.clone();
-                async move { spawn(PaymentsFront, service, parent).await }
-            }));
-            children.push(ChildSpec::new("reconciler", move |parent| {
-                let service = reconciling.clone();
-                async move { spawn(Reconciler, service, parent).await }
-            }));
+            let payments = PaymentService::new(pool, provider);
+            children.push(unnamed("reconciler", Reconciler, payments.clone()));
+            children.push(front(payments));
         }
         Service::Notifications => {
             let mailer = deps
                 .mailer
                 .clone()
                 .ok_or("hosting notifications needs a mailer (SMTP or files)")?;
-            let (front_pool, sender_pool) = (pool.clone(), pool.clone());
-            let timeout = settings.call_timeout;
-            children.push(ChildSpec::new("front", move |parent| {
-                let pool = front_pool.clone();
-                async move { spawn(NotificationsFront, pool, parent).await }
-            }));
-            children.push(ChildSpec::new("sender", move |parent| {
-                let args = (sender_pool.clone(), mailer.clone());
-                async move {
-                    Actor::spawn_linked(Some(SENDER.into()), MailSender, args, parent)
-                        .await
-                        .map(|(actor, _)| actor.get_cell())
-                        .map_err(|e| e.to_string())
-                }
-            }));
-            children.push(ChildSpec::new("subscriber", move |parent| {
-                let args = (pool.clone(), timeout);
-                async move {
-                    Actor::spawn_linked(
-                        Some(SUBSCRIBER.into()),
-                        NotificationSubscriber,
-                        args,
-                        parent,
-                    )
-                    .await
-                    .map(|(actor, _)| actor.get_cell())
-                    .map_err(|e| e.to_string())
-                }
-            }));
-        }
-        Service::Users => {
-            let rules = UserRules::new(pool, keys);
-            for i in 0..WORKERS {
-                let rules = rules.clone();
-                children.push(ChildSpec::new(format!("worker-{i}"), move |parent| {
-                    let rules = rules.clone();
-                    async move { spawn(UsersWorker, rules, parent).await }
-                }));
-            }
+            let store = NotificationStore::new(pool);
+            let sender = (store.clone(), mailer);
+            children.push(named("sender", SENDER.to_owned(), MailSender, sender));
+            let subscriber = SUBSCRIBER.to_owned();
+            let reader = NotificationService::new(store.clone());
+            children.push(named(
+                "subscriber",
+                subscriber,
+                NotificationSubscriber,
+                store,
+            ));
+            children.push(front(reader));
         }
     }
     Ok(children)
 }
 
-/// Spawns an unnamed child linked to `parent`.
-async fn spawn<A: Actor>(
-    actor: A,
-    args: A::Arguments,
-    parent: ractor::ActorCell,
-) -> Result<ractor::ActorCell, String> {
-    Actor::spawn_linked(None, actor, args, parent)
-        .await
-        .map(|(actor, _)| actor.get_cell())
-        .map_err(|e| e.to_string())
+/// The service's group member, serving `service`'s requests.
+fn front<S: Serve>(service: S) -> ChildSpec {
+    unnamed("front", Front::<S>::new(), service)
+}
+
+/// A child registered under `name` (subscribers and routers are found by it).
+fn named<A>(id: &str, name: String, actor: A, args: A::Arguments) -> ChildSpec
+where
+    A: Actor + Clone,
+    A::Arguments: Clone + Sync,
+{
+    spec(id, Some(name), actor, args)
+}
+
+fn unnamed<A>(id: &str, actor: A, args: A::Arguments) -> ChildSpec
+where
+    A: Actor + Clone,
+    A::Arguments: Clone + Sync,
+{
+    spec(id, None, actor, args)
+}
+
+/// How the supervisor (re)starts a child: linked to it, with fresh arguments.
+fn spec<A>(id: &str, name: Option<String>, actor: A, args: A::Arguments) -> ChildSpec
+where
+    A: Actor + Clone,
+    A::Arguments: Clone + Sync,
+{
+    ChildSpec::new(id, move |parent| {
+        let (name, actor, args) = (name.clone(), actor.clone(), args.clone());
+        async move {
+            Actor::spawn_linked(name, actor, args, parent)
+                .await
+                .map(|(actor, _)| actor.get_cell())
+                .map_err(|e| e.to_string())
+        }
+    })
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mart_actors::auth::TokenKeys;
+use mart_actors::inventory::Settle;
 use mart_actors::{CallError, Hosted, Inventory, Products, ServiceDeps};
 use mart_schema::db::testing::TestDb;
 use mart_schema::inventory::{
@@ -42,8 +43,8 @@ impl Shop {
         let mut shop = Shop {
             hosted: None,
             db,
-            products: Products::new(Duration::from_secs(20)),
-            inventory: Inventory::new(Duration::from_secs(20)),
+            products: Products::default(),
+            inventory: Inventory::default(),
         };
         shop.start().await;
         shop
@@ -88,10 +89,7 @@ impl Shop {
 
     /// A product with `stock` units, once its stock record exists.
     async fn product(&self, stock: i64) -> ProductId {
-        let admin = Caller {
-            user_id: UserId::new(),
-            role: Role::Admin,
-        };
+        let admin = Caller::user(UserId::new(), Role::Admin);
         let product = self
             .products
             .create(
@@ -106,14 +104,20 @@ impl Shop {
             .await
             .expect("create product");
         eventually("the stock record", async || {
-            self.inventory.levels(None, product.id).await.ok()
+            self.inventory
+                .levels(Caller::Service, product.id)
+                .await
+                .ok()
         })
         .await;
         product.id
     }
 
     async fn levels(&self, product: ProductId) -> StockLevels {
-        self.inventory.levels(None, product).await.expect("levels")
+        self.inventory
+            .levels(Caller::Service, product)
+            .await
+            .expect("levels")
     }
 
     /// Levels as stored, to check the database agrees with the actor.
@@ -156,7 +160,10 @@ async fn a_flash_sale_sells_exactly_the_stock_and_no_more() {
         let inventory = shop.inventory.clone();
         async move {
             inventory
-                .reserve(None, request(OrderId::new(), &[(product, 1)], LONG))
+                .reserve(
+                    Caller::Service,
+                    request(OrderId::new(), &[(product, 1)], LONG),
+                )
                 .await
         }
     });
@@ -198,7 +205,10 @@ async fn a_multi_line_reservation_takes_every_line_or_none_and_retries_are_idemp
     let greedy = OrderId::new();
     let refused = shop
         .inventory
-        .reserve(None, request(greedy, &[(mugs, 3), (plates, 3)], LONG))
+        .reserve(
+            Caller::Service,
+            request(greedy, &[(mugs, 3), (plates, 3)], LONG),
+        )
         .await;
     assert!(matches!(
         refused,
@@ -214,7 +224,7 @@ async fn a_multi_line_reservation_takes_every_line_or_none_and_retries_are_idemp
     for _ in 0..3 {
         let reservation = shop
             .inventory
-            .reserve(None, fitting.clone())
+            .reserve(Caller::Service, fitting.clone())
             .await
             .expect("reserve");
         assert_eq!(reservation.lines.len(), 2, "duplicate products merge");
@@ -228,7 +238,11 @@ async fn a_multi_line_reservation_takes_every_line_or_none_and_retries_are_idemp
         shop.levels(plates).await.on_hand,
     );
     for _ in 0..2 {
-        let committed = shop.inventory.commit(None, order).await.expect("commit");
+        let committed = shop
+            .inventory
+            .settle(Caller::Service, order, Settle::Commit)
+            .await
+            .expect("commit");
         assert!(
             committed
                 .lines
@@ -246,36 +260,47 @@ async fn a_multi_line_reservation_takes_every_line_or_none_and_retries_are_idemp
         }
     );
     assert!(matches!(
-        shop.inventory.release(None, order).await,
+        shop.inventory
+            .settle(Caller::Service, order, Settle::Release)
+            .await,
         Err(CallError::Rejected(InventoryError::Conflict(_)))
     ));
 
     // Release twice: one release; the released order cannot be reserved again.
     let other = OrderId::new();
     shop.inventory
-        .reserve(None, request(other, &[(plates, 1)], LONG))
+        .reserve(Caller::Service, request(other, &[(plates, 1)], LONG))
         .await
         .expect("reserve");
     assert!(
         matches!(
-            shop.inventory.restock(None, other).await,
+            shop.inventory
+                .settle(Caller::Service, other, Settle::Return)
+                .await,
             Err(CallError::Rejected(InventoryError::Conflict(_)))
         ),
         "only sold stock can be returned"
     );
     for _ in 0..2 {
-        shop.inventory.release(None, other).await.expect("release");
+        shop.inventory
+            .settle(Caller::Service, other, Settle::Release)
+            .await
+            .expect("release");
     }
     assert_eq!(shop.levels(plates).await.available, 1);
     assert!(
         shop.inventory
-            .reserve(None, request(other, &[(plates, 1)], LONG))
+            .reserve(Caller::Service, request(other, &[(plates, 1)], LONG))
             .await
             .is_err()
     );
     // The sale is undone (a paid order cancelled): twice, one return.
     for _ in 0..2 {
-        let returned = shop.inventory.restock(None, order).await.expect("return");
+        let returned = shop
+            .inventory
+            .settle(Caller::Service, order, Settle::Return)
+            .await
+            .expect("return");
         assert!(
             returned
                 .lines
@@ -288,7 +313,9 @@ async fn a_multi_line_reservation_takes_every_line_or_none_and_retries_are_idemp
     assert_eq!(shop.stored(mugs).await, (on_hand.0, 0));
 
     assert!(matches!(
-        shop.inventory.commit(None, OrderId::new()).await,
+        shop.inventory
+            .settle(Caller::Service, OrderId::new(), Settle::Commit)
+            .await,
         Err(CallError::Rejected(InventoryError::NoReservation(_)))
     ));
     shop.stop().await;
@@ -304,7 +331,7 @@ async fn reservations_expire_on_time_and_also_while_the_service_is_down() {
     let soon = OrderId::new();
     shop.inventory
         .reserve(
-            None,
+            Caller::Service,
             request(soon, &[(product, 4)], Duration::from_millis(800)),
         )
         .await
@@ -319,7 +346,7 @@ async fn reservations_expire_on_time_and_also_while_the_service_is_down() {
     let during_downtime = OrderId::new();
     shop.inventory
         .reserve(
-            None,
+            Caller::Service,
             request(during_downtime, &[(product, 3)], Duration::from_secs(2)),
         )
         .await
@@ -338,12 +365,14 @@ async fn reservations_expire_on_time_and_also_while_the_service_is_down() {
     .await;
     let reservation = shop
         .inventory
-        .reservation(None, during_downtime)
+        .reservation(Caller::Service, during_downtime)
         .await
         .expect("reservation");
     assert_eq!(reservation.lines[0].status, LineStatus::Released);
     assert!(matches!(
-        shop.inventory.commit(None, during_downtime).await,
+        shop.inventory
+            .settle(Caller::Service, during_downtime, Settle::Commit)
+            .await,
         Err(CallError::Rejected(InventoryError::Conflict(_)))
     ));
     shop.stop().await;
@@ -359,7 +388,10 @@ async fn adjustments_racing_reservations_keep_the_books_exact() {
         let inventory = shop.inventory.clone();
         async move {
             inventory
-                .reserve(None, request(OrderId::new(), &[(product, 1)], LONG))
+                .reserve(
+                    Caller::Service,
+                    request(OrderId::new(), &[(product, 1)], LONG),
+                )
                 .await
                 .is_ok()
         }
@@ -371,7 +403,10 @@ async fn adjustments_racing_reservations_keep_the_books_exact() {
                 delta: -1,
                 reason: "damaged".into(),
             };
-            inventory.change(None, product, change).await.is_ok()
+            inventory
+                .change(Caller::Service, product, change)
+                .await
+                .is_ok()
         }
     });
     let (reserved, removed) = tokio::join!(
@@ -399,7 +434,7 @@ async fn adjustments_racing_reservations_keep_the_books_exact() {
     let too_low = shop
         .inventory
         .change(
-            None,
+            Caller::Service,
             product,
             StockChange::Set {
                 on_hand: reserved - 1,
@@ -421,13 +456,16 @@ async fn inventory_events_tell_the_whole_story_in_order() {
     let product = shop.product(6).await;
     let order = OrderId::new();
     shop.inventory
-        .reserve(None, request(order, &[(product, 2)], LONG))
+        .reserve(Caller::Service, request(order, &[(product, 2)], LONG))
         .await
         .expect("reserve");
-    shop.inventory.commit(None, order).await.expect("commit");
+    shop.inventory
+        .settle(Caller::Service, order, Settle::Commit)
+        .await
+        .expect("commit");
     shop.inventory
         .change(
-            None,
+            Caller::Service,
             product,
             StockChange::Adjust {
                 delta: 5,

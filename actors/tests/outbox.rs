@@ -94,7 +94,7 @@ async fn start_users(db: &TestDb) -> (Hosted, Users) {
     )
     .await
     .expect("start users");
-    (hosted, Users::new(Duration::from_secs(10)))
+    (hosted, Users::default())
 }
 
 async fn register(users: &Users, name: &str) -> mart_schema::user::User {
@@ -152,10 +152,7 @@ async fn events_reach_a_subscriber_in_order_even_across_its_downtime() {
 
     // Down for a while: events keep accumulating in the outbox, the cursor waits.
     sub.stop_and_wait(None, None).await.expect("stop");
-    let admin = Caller {
-        user_id: early.id,
-        role: Role::Admin,
-    };
+    let admin = Caller::user(early.id, Role::Admin);
     users
         .update(
             admin,

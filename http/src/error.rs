@@ -145,9 +145,11 @@ impl<E: Into<ApiError>> From<CallError<E>> for ApiError {
     fn from(e: CallError<E>) -> Self {
         match e {
             CallError::Rejected(no) => no.into(),
-            CallError::Unavailable => {
-                ApiError::unavailable("the service is not reachable right now; try again shortly")
-            }
+            CallError::Unavailable(cause) => ApiError {
+                cause: Some(cause.into()),
+                ..ApiError::unavailable("the service is not reachable right now; try again shortly")
+            },
+            CallError::Failed(cause) => ApiError::internal(cause),
             CallError::Timeout => ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 "timeout",

@@ -44,8 +44,9 @@ async fn live() -> Json<serde_json::Value> {
 #[utoipa::path(get, path = "/health/ready", tag = "health",
     responses((status = 200), (status = 503)))]
 async fn ready(State(state): State<AppState>) -> Response {
-    let (ok, mut report) = (state.readiness)().await;
-    if ok {
+    let readiness = state.hosted.readiness().await;
+    let mut report = serde_json::to_value(&readiness).unwrap_or_default();
+    if readiness.ready {
         return (StatusCode::OK, Json(report)).into_response();
     }
     // Not ready is an error like any other: a problem document, with the

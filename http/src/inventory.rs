@@ -10,6 +10,8 @@ use mart_schema::inventory::{Reservation, ReserveRequest, StockLevels, StockPatc
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use mart_actors::inventory::Settle;
+
 use crate::AppState;
 use crate::error::{ApiError, Problem};
 use crate::extract::{Auth, Body};
@@ -35,10 +37,7 @@ async fn get_levels(
     Path(id): Path<String>,
 ) -> Result<Json<StockLevels>, ApiError> {
     Ok(Json(
-        state
-            .inventory
-            .levels(Some(caller), product_id(&id)?)
-            .await?,
+        state.inventory.levels(caller, product_id(&id)?).await?,
     ))
 }
 
@@ -56,12 +55,7 @@ async fn change_levels(
 ) -> Result<Json<StockLevels>, ApiError> {
     let product = product_id(&id)?;
     let change = patch.change().map_err(ApiError::invalid)?;
-    Ok(Json(
-        state
-            .inventory
-            .change(Some(caller), product, change)
-            .await?,
-    ))
+    Ok(Json(state.inventory.change(caller, product, change).await?))
 }
 
 /// Hold stock for an order: every line or none; idempotent by `order_id`.
@@ -73,7 +67,7 @@ async fn reserve(
     Auth(caller): Auth,
     Body(request): Body<ReserveRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let reservation = state.inventory.reserve(Some(caller), request).await?;
+    let reservation = state.inventory.reserve(caller, request).await?;
     Ok((StatusCode::CREATED, Json(reservation)))
 }
 
@@ -89,7 +83,7 @@ async fn get_reservation(
     Ok(Json(
         state
             .inventory
-            .reservation(Some(caller), order_id(&order)?)
+            .reservation(caller, order_id(&order)?)
             .await?,
     ))
 }
@@ -104,7 +98,12 @@ async fn commit_reservation(
     Path(order): Path<String>,
 ) -> Result<Json<Reservation>, ApiError> {
     let order = order_id(&order)?;
-    Ok(Json(state.inventory.commit(Some(caller), order).await?))
+    Ok(Json(
+        state
+            .inventory
+            .settle(caller, order, Settle::Commit)
+            .await?,
+    ))
 }
 
 /// Give reserved stock back.
@@ -117,7 +116,12 @@ async fn release_reservation(
     Path(order): Path<String>,
 ) -> Result<Json<Reservation>, ApiError> {
     let order = order_id(&order)?;
-    Ok(Json(state.inventory.release(Some(caller), order).await?))
+    Ok(Json(
+        state
+            .inventory
+            .settle(caller, order, Settle::Release)
+            .await?,
+    ))
 }
 
 /// Put sold (committed) stock back on hand, as when a paid order is cancelled.
@@ -130,7 +134,12 @@ async fn return_reservation(
     Path(order): Path<String>,
 ) -> Result<Json<Reservation>, ApiError> {
     let order = order_id(&order)?;
-    Ok(Json(state.inventory.restock(Some(caller), order).await?))
+    Ok(Json(
+        state
+            .inventory
+            .settle(caller, order, Settle::Return)
+            .await?,
+    ))
 }
 
 fn order_id(raw: &str) -> Result<OrderId, ApiError> {

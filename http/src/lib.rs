@@ -23,10 +23,11 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, StatusCode};
+use axum::middleware::Next;
 use axum::response::IntoResponse;
 use futures::future::BoxFuture;
 use mart_actors::auth::TokenKeys;
-use mart_actors::{Inventory, Notifications, Orders, Payments, Products, Users};
+use mart_actors::{Hosted, Inventory, Notifications, Orders, Payments, Products, Users};
 use tower::Layer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
@@ -42,9 +43,6 @@ use crate::error::ApiError;
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 1024 * 1024;
 
-/// Answers readiness: whether the node is ready, and a report to show.
-pub type Readiness = Arc<dyn Fn() -> BoxFuture<'static, (bool, serde_json::Value)> + Send + Sync>;
-
 /// Describes the cluster as this node sees it (`GET /cluster`).
 pub type ClusterView = Arc<dyn Fn() -> BoxFuture<'static, serde_json::Value> + Send + Sync>;
 
@@ -58,8 +56,35 @@ pub struct AppState {
     pub payments: Payments,
     pub notifications: Notifications,
     pub keys: Arc<TokenKeys>,
-    pub readiness: Readiness,
+    /// How long one request may take, end to end (`--call-timeout`): every
+    /// call made for it, on any node, gets what is left.
+    pub deadline: Duration,
+    /// The services this node hosts (readiness).
+    pub hosted: Arc<Hosted>,
     pub cluster: ClusterView,
+}
+
+impl AppState {
+    /// The edge of a node hosting `hosted`: handles on every service.
+    pub fn new(
+        keys: Arc<TokenKeys>,
+        deadline: Duration,
+        hosted: Arc<Hosted>,
+        cluster: ClusterView,
+    ) -> Self {
+        Self {
+            users: Users::default(),
+            products: Products::default(),
+            inventory: Inventory::default(),
+            orders: Orders::default(),
+            payments: Payments::default(),
+            notifications: Notifications::default(),
+            keys,
+            deadline,
+            hosted,
+            cluster,
+        }
+    }
 }
 
 impl std::fmt::Debug for AppState {
@@ -105,6 +130,7 @@ pub fn router(state: AppState) -> NormalizePath<Router> {
         .split_for_parts();
     let api = Arc::new(api);
     let x_request_id = HeaderName::from_static("x-request-id");
+    let deadline = state.deadline;
     let app = routes
         .route(
             "/openapi.json",
@@ -122,6 +148,11 @@ pub fn router(state: AppState) -> NormalizePath<Router> {
             )
         })
         .with_state(state)
+        // The request's deadline, which every call made for it inherits.
+        .layer(axum::middleware::from_fn(move |req: Request, next: Next| {
+            let until = tokio::time::Instant::now() + deadline;
+            mart_actors::call::within(until, next.run(req))
+        }))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal("a handler panicked").into_response()
@@ -141,6 +172,3 @@ pub fn router(state: AppState) -> NormalizePath<Router> {
     // The seed's paths end in '/', ours do not: accept both.
     NormalizePathLayer::trim_trailing_slash().layer(app)
 }
-
-/// How long a request may wait for a service before the edge answers 504.
-pub const DEFAULT_TIMEOUT: Duration = mart_actors::call::DEFAULT_CALL_TIMEOUT;

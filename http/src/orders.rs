@@ -37,7 +37,7 @@ async fn place_order(
     Body(request): Body<PlaceOrder>,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
-    let (order, replayed) = state
+    let mart_actors::orders::Placed { order, replayed } = state
         .orders
         .place(caller, key, request.into_items())
         .await?;
@@ -117,9 +117,7 @@ async fn change_order(
     let status = requested
         .parse()
         .map_err(|e: String| ApiError::invalid(FieldErrors::single("status", e)))?;
-    Ok(Json(
-        state.orders.transition(Some(caller), id, status).await?,
-    ))
+    Ok(Json(state.orders.transition(caller, id, status).await?))
 }
 
 /// The optional `Idempotency-Key` header.

@@ -39,7 +39,9 @@ async fn create_payment(
     Body(request): Body<PaymentRequest>,
 ) -> Result<Response, ApiError> {
     let key = crate::orders::idempotency_key(&headers)?;
-    let (payment, replayed) = state.payments.create(caller, key, request.order_id).await?;
+    // Payments are started by the order service, which hands over the order.
+    let started = state.orders.pay(caller, key, request.order_id).await?;
+    let (payment, replayed) = (started.payment, started.replayed);
     let mut response = (StatusCode::CREATED, Json(payment)).into_response();
     if replayed {
         response

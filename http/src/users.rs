@@ -60,7 +60,10 @@ async fn user_profile(
     State(state): State<AppState>,
     Auth(caller): Auth,
 ) -> Result<Json<User>, ApiError> {
-    match state.users.get(caller, caller.user_id).await {
+    let me = caller
+        .user_id()
+        .ok_or_else(|| ApiError::unauthorized("not signed in"))?;
+    match state.users.get(caller, me).await {
         Ok(user) => Ok(Json(user)),
         // The token outlived its account.
         Err(mart_actors::CallError::Rejected(UserError::NotFound)) => {

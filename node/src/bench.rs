@@ -11,6 +11,7 @@ use anyhow::Context;
 use mart_actors::auth::TokenKeys;
 use mart_actors::{Hosted, Inventory, ServiceDeps};
 use mart_schema::inventory::{ReservationLine, ReserveRequest};
+use mart_schema::user::Caller;
 use mart_schema::{OrderId, ProductId, Service, db};
 use time::OffsetDateTime;
 
@@ -102,33 +103,9 @@ async fn scenarios(
     let url = db::url_of(config);
     let pool = db::pool(&url, options.concurrency.max(4) + 8)?;
     db::migrate(&pool, Service::Inventory).await?;
-    let client = pool.get().await?;
-    client
-        .batch_execute(
-            "create table plain_stock (id uuid primary key, on_hand bigint not null, reserved bigint not null)",
-        )
-        .await?;
     let hot = ProductId::new();
     let spread: Vec<ProductId> = (0..options.products).map(|_| ProductId::new()).collect();
-    let all: Vec<uuid::Uuid> = std::iter::once(hot)
-        .chain(spread.iter().copied())
-        .map(|p| p.0)
-        .collect();
-    // Stock that never runs out during the run: every attempt is a success.
-    for table in [
-        "plain_stock (id, on_hand, reserved)",
-        "inventory.stock (product_id, on_hand, reserved)",
-    ] {
-        client
-            .execute(
-                &format!(
-                    "insert into {table} select id, 1000000000, 0 from unnest($1::uuid[]) as id"
-                ),
-                &[&all],
-            )
-            .await?;
-    }
-    drop(client);
+    seed(&pool, hot, &spread).await?;
 
     let duration = Duration::from_secs(options.seconds);
     let mut rows = Vec::new();
@@ -154,27 +131,7 @@ async fn scenarios(
         .await?,
     );
 
-    let keys = Arc::new(TokenKeys::new(
-        b"bench only, never used for tokens",
-        Duration::from_secs(60),
-    ));
-    let hosted = Hosted::start(
-        "bench",
-        ServiceDeps {
-            pools: BTreeMap::from([(Service::Inventory, pool.clone())]),
-            keys,
-            settings: Default::default(),
-            payments: None,
-            mailer: None,
-        },
-    )
-    .await
-    .map_err(anyhow::Error::msg)?;
-    let inventory = Inventory::new(Duration::from_secs(30));
-    // Let the group form before calling it.
-    while !inventory.is_reachable() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (hosted, inventory) = start_inventory(&pool).await?;
     rows.push(
         actors(
             &inventory,
@@ -199,6 +156,67 @@ async fn scenarios(
     hosted.stop().await;
     pool.close();
     Ok(rows)
+}
+
+/// The same stock in the plain table and in inventory's: enough that every
+/// attempt succeeds during the run.
+async fn seed(
+    pool: &deadpool_postgres::Pool,
+    hot: ProductId,
+    spread: &[ProductId],
+) -> anyhow::Result<()> {
+    let client = pool.get().await?;
+    client
+        .batch_execute(
+            "create table plain_stock (id uuid primary key, on_hand bigint not null, reserved bigint not null)",
+        )
+        .await?;
+    let all: Vec<uuid::Uuid> = std::iter::once(hot)
+        .chain(spread.iter().copied())
+        .map(|p| p.0)
+        .collect();
+    // Stock that never runs out during the run: every attempt is a success.
+    for table in [
+        "plain_stock (id, on_hand, reserved)",
+        "inventory.stock (product_id, on_hand, reserved)",
+    ] {
+        client
+            .execute(
+                &format!(
+                    "insert into {table} select id, 1000000000, 0 from unnest($1::uuid[]) as id"
+                ),
+                &[&all],
+            )
+            .await?;
+    }
+
+    Ok(())
+}
+
+/// The inventory service alone, on this process, and a handle on it.
+async fn start_inventory(pool: &deadpool_postgres::Pool) -> anyhow::Result<(Hosted, Inventory)> {
+    let keys = Arc::new(TokenKeys::new(
+        b"bench only, never used for tokens",
+        Duration::from_secs(60),
+    ));
+    let hosted = Hosted::start(
+        "bench",
+        ServiceDeps {
+            pools: BTreeMap::from([(Service::Inventory, pool.clone())]),
+            keys,
+            settings: Default::default(),
+            payments: None,
+            mailer: None,
+        },
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
+    let inventory = Inventory::default();
+    // Let the group form before calling it.
+    while !inventory.is_reachable() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok((hosted, inventory))
 }
 
 /// `callers` loops, each issuing one autocommitted conditional update after another.
@@ -266,8 +284,10 @@ async fn actors(
                     expires_at,
                 };
                 i += 1;
-                inventory
-                    .reserve(None, request)
+                // A loaded machine may take longer than an edge request may.
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+                let reserve = inventory.reserve(Caller::Service, request);
+                mart_actors::call::within(deadline, reserve)
                     .await
                     .map_err(|e| anyhow::anyhow!("reserve failed: {e:?}"))?;
                 ops.fetch_add(1, Ordering::Relaxed);

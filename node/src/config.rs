@@ -195,7 +195,8 @@ pub struct NodeOptions {
     )]
     pub kafka_replication: i32,
 
-    /// How long the edge waits for a service.
+    /// How long one REST request may take, end to end: every call made for it,
+    /// on any node, gets what is left of this.
     #[arg(long, env = "MART_CALL_TIMEOUT", global = true, default_value = "5s", value_parser = humantime::parse_duration)]
     pub call_timeout: Duration,
 

@@ -101,10 +101,16 @@ pub fn migrations(service: Service) -> Result<Vec<Migration>, DbError> {
             "V2__orders",
             include_str!("../migrations/orders/V2__orders.sql"),
         )],
-        Service::Payments => &[(
-            "V2__payments",
-            include_str!("../migrations/payments/V2__payments.sql"),
-        )],
+        Service::Payments => &[
+            (
+                "V2__payments",
+                include_str!("../migrations/payments/V2__payments.sql"),
+            ),
+            (
+                "V3__orders_learn_from_the_outbox",
+                include_str!("../migrations/payments/V3__orders_learn_from_the_outbox.sql"),
+            ),
+        ],
         Service::Notifications => &[(
             "V2__notifications",
             include_str!("../migrations/notifications/V2__notifications.sql"),

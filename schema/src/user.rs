@@ -46,16 +46,68 @@ pub struct User {
     pub created_at: OffsetDateTime,
 }
 
-/// Who is asking: the verified subject of a bearer token.
+/// Who a request is made for: the one caller type every service takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Caller {
-    pub user_id: UserId,
-    pub role: Role,
+pub enum Caller {
+    /// Nobody signed in: registration, login, the catalog, Stripe's redirects
+    /// and webhooks.
+    Anonymous,
+    /// A person: the verified subject of an access token.
+    User { id: UserId, role: Role },
+    /// Another mart service acting on its own (a saga step, a subscriber):
+    /// trusted like an admin.
+    Service,
 }
 
 impl Caller {
+    pub fn user(id: UserId, role: Role) -> Self {
+        Caller::User { id, role }
+    }
+
+    /// The signed-in person, if any.
+    pub fn user_id(&self) -> Option<UserId> {
+        match self {
+            Caller::User { id, .. } => Some(*id),
+            _ => None,
+        }
+    }
+
     pub fn is_admin(&self) -> bool {
-        self.role == Role::Admin
+        matches!(
+            self,
+            Caller::User {
+                role: Role::Admin,
+                ..
+            }
+        )
+    }
+
+    /// An admin or another service: may do what the shop's staff may.
+    pub fn is_staff(&self) -> bool {
+        self.is_admin() || *self == Caller::Service
+    }
+
+    /// May see or act on what `owner` owns: the owner, or staff. Everyone else
+    /// is told it does not exist.
+    pub fn may_act_for(&self, owner: UserId) -> bool {
+        self.is_staff() || self.user_id() == Some(owner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_and_staff_may_act_for_a_user_nobody_else() {
+        let (alice, bob) = (UserId::new(), UserId::new());
+        assert!(Caller::user(alice, Role::Customer).may_act_for(alice));
+        assert!(!Caller::user(bob, Role::Customer).may_act_for(alice));
+        assert!(Caller::user(bob, Role::Admin).may_act_for(alice));
+        assert!(Caller::Service.may_act_for(alice));
+        assert!(!Caller::Anonymous.may_act_for(alice));
+        assert!(Caller::Service.is_staff() && !Caller::Service.is_admin());
+        assert!(!Caller::Anonymous.is_staff());
     }
 }
 

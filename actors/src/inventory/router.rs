@@ -6,66 +6,67 @@
 
 use std::time::Duration;
 
-use deadpool_postgres::Pool;
 use mart_schema::inventory::{InventoryError, StockLevels};
 use mart_schema::{ProductId, Service};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use ractor_cluster::RactorClusterMessage;
+use serde::{Deserialize, Serialize};
 
-use super::stock::{OpDone, StockActor, StockArgs, StockMsg, StockOp};
+use super::actor::{StockActor, StockArgs, StockMsg};
+use super::state::{OpDone, StockOp};
+use super::store::StockStore;
+use crate::call::Request;
 use crate::entities::Entities;
-use crate::outbox::Outbox;
 use crate::owners::{self, Owned};
 use crate::wire::Wire;
 
 /// How often the router looks for overdue reservations.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
-/// How long a stock actor may take to decide and write one change.
-const DECIDE_TIMEOUT: Duration = Duration::from_secs(10);
-
 pub(crate) type OpAnswer = Result<OpDone, Owned<InventoryError>>;
 pub(crate) type LevelsAnswer = Result<StockLevels, Owned<InventoryError>>;
+
+/// A change to one product.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ProductOp {
+    pub(crate) product: ProductId,
+    pub(crate) op: StockOp,
+}
 
 #[derive(Debug, RactorClusterMessage)]
 pub(crate) enum RouterMsg {
     /// A change to a product this node owns, from any node.
     #[rpc]
-    Op(Wire<(ProductId, StockOp)>, RpcReplyPort<Wire<OpAnswer>>),
+    Op(Wire<Request<ProductOp>>, RpcReplyPort<Wire<OpAnswer>>),
     #[rpc]
-    Levels(Wire<ProductId>, RpcReplyPort<Wire<LevelsAnswer>>),
+    Levels(Wire<Request<ProductId>>, RpcReplyPort<Wire<LevelsAnswer>>),
     /// Wake the actors of owned products with overdue reservations.
     Sweep(Wire<()>),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct StockRouter;
 
 #[derive(Debug)]
 pub(crate) struct RouterState {
-    pool: Pool,
-    outbox: Outbox,
+    store: StockStore,
     actors: Entities<ProductId, StockMsg>,
 }
 
 impl Actor for StockRouter {
     type Msg = RouterMsg;
     type State = RouterState;
-    type Arguments = Pool;
+    type Arguments = StockStore;
 
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
-        pool: Pool,
+        store: StockStore,
     ) -> Result<Self::State, ActorProcessingErr> {
         let actors = Entities::join(Service::Inventory, &myself.get_cell());
         // At start-up first: reservations that fell due while the node was down.
         let _ = myself.cast(RouterMsg::Sweep(Wire::Value(())));
         myself.send_interval(SWEEP_EVERY, || RouterMsg::Sweep(Wire::Value(())));
-        Ok(RouterState {
-            pool,
-            outbox: Outbox::new(Service::Inventory),
-            actors,
-        })
+        Ok(RouterState { store, actors })
     }
 
     async fn post_stop(
@@ -87,12 +88,11 @@ impl Actor for StockRouter {
             RouterMsg::Op(request, reply) => owners::serve(
                 reply,
                 request,
-                |(product, _)| state.actor(&myself, *product),
-                |actor, (_, op)| {
+                |asked| state.actor(&myself, asked.product),
+                |actor, asked| {
                     owners::ask_entity(
                         actor,
-                        |reply| StockMsg::Op(op, Some(reply)),
-                        DECIDE_TIMEOUT,
+                        |reply| StockMsg::Op(asked.op, Some(reply)),
                         "stock actor",
                     )
                 },
@@ -101,13 +101,11 @@ impl Actor for StockRouter {
                 reply,
                 request,
                 |product| state.actor(&myself, *product),
-                |actor, _| {
-                    owners::ask_entity(actor, StockMsg::Levels, DECIDE_TIMEOUT, "stock actor")
-                },
+                |actor, _| owners::ask_entity(actor, StockMsg::Levels, "stock actor"),
             ),
             RouterMsg::Sweep(_) => {
                 // The database may be briefly away; the next sweep tries again.
-                match state.overdue().await {
+                match state.store.overdue().await {
                     Ok(products) => {
                         for product_id in products {
                             if !state.actors.owns(product_id) {
@@ -142,30 +140,10 @@ impl RouterState {
         myself: &ActorRef<RouterMsg>,
         product_id: ProductId,
     ) -> Result<ActorRef<StockMsg>, String> {
-        let (pool, outbox) = (self.pool.clone(), self.outbox.clone());
+        let store = self.store.clone();
         self.actors
             .get_or_start(product_id, &myself.get_cell(), || {
-                (
-                    StockActor,
-                    StockArgs {
-                        product_id,
-                        pool,
-                        outbox,
-                    },
-                )
+                (StockActor, StockArgs { product_id, store })
             })
-    }
-
-    async fn overdue(&self) -> Result<Vec<ProductId>, String> {
-        let client = self.pool.get().await.map_err(|e| e.to_string())?;
-        let rows = client
-            .query(
-                "select distinct product_id from inventory.reservation_lines \
-                 where status = 'reserved' and expires_at <= now()",
-                &[],
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 }

@@ -71,12 +71,11 @@ impl Templates {
         &self,
         template: &str,
         context: &serde_json::Value,
-    ) -> Result<Rendered, String> {
+    ) -> Result<Rendered, minijinja::Error> {
         let part = |ext: &str| {
             self.env
                 .get_template(&format!("{template}.{ext}"))
                 .and_then(|t| t.render(minijinja::value::Serde(context)))
-                .map_err(|e| format!("rendering {template}.{ext}: {e}"))
         };
         Ok(Rendered {
             subject: part("subject")?.trim().to_owned(),

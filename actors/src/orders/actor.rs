@@ -1,10 +1,12 @@
 //! One actor per open order holds its state machine. Commands for an order
 //! (cancel, ship, deliver, paid, expire) run one at a time in its mailbox, so
-//! two of them can never interleave. Each step is persisted before it acts:
-//! the status changes first (with `stock_settled = false`), then the actor
-//! commits or releases the reservation, then marks the step done. A crash in
-//! between leaves `stock_settled = false`, and whoever loads the order next
-//! finishes the step (inventory calls are idempotent by order id).
+//! two of them can never interleave: load → decide ([`super::state::decide`])
+//! → write → reply, then the step the move calls for. Each step is persisted
+//! before it acts: the status changes first (with `stock_settled = false`),
+//! then the actor commits or gives back the stock (and refunds), then marks
+//! the step done. A crash in between leaves `stock_settled = false`, and
+//! whoever loads the order next finishes the step (inventory and refund calls
+//! are idempotent by order id).
 //!
 //! Ownership: an order's actor runs on the node owning it (see
 //! [`crate::owners`]). Every transition is a compare-and-set on the status in
@@ -12,49 +14,45 @@
 //! write changes nothing, it answers "moved" and stops, and the caller asks
 //! the new owner.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mart_schema::inventory::InventoryError;
 use mart_schema::order::{Order, OrderError, OrderEvent, OrderEventKind, OrderStatus};
 use mart_schema::user::Caller;
 use mart_schema::{OrderId, Service};
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use ractor_cluster::RactorClusterMessage;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use time::OffsetDateTime;
 
+use super::state::{self, Settle, Step};
 use super::store::OrderStore;
-use crate::call::Failure;
-use crate::entities::Entities;
-use crate::inventory::Inventory;
-use crate::owners::{self, Owned};
-use crate::wire::Wire;
+use crate::call::CallError;
+use crate::failure::{Failure, Infra};
+use crate::inventory::{self, Inventory};
+use crate::owners::{Owned, Written};
+use crate::payments::Payments;
 
-/// How often the router looks for orders with work left.
-const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// An open order's actor with nothing to do for this long stops.
 const IDLE: Duration = Duration::from_secs(120);
-
-/// How long an order's actor may take for one transition (it may call
-/// inventory and payments).
-const TRANSITION_TIMEOUT: Duration = Duration::from_secs(20);
+/// The pause before a failed step is tried again.
+const RETRY: Duration = Duration::from_secs(2);
 
 pub(crate) type TransitionAnswer = Result<Order, Owned<OrderError>>;
-pub(crate) type TransitionReply = RpcReplyPort<TransitionAnswer>;
 
 #[derive(Debug, ractor_cluster::RactorMessage)]
 pub(crate) enum OrderMsg {
-    /// Move to `status` on behalf of `asker` (`None`: another service).
-    Transition(Option<Caller>, OrderStatus, TransitionReply),
-    /// Expire if due; finish an unfinished stock step.
+    /// Move to a status on behalf of a caller.
+    Transition(Caller, OrderStatus, RpcReplyPort<TransitionAnswer>),
+    /// Expire if due; finish an unfinished step.
     Resume,
     Tick,
 }
 
+/// What an order's actor needs.
 #[derive(Debug, Clone)]
 pub(crate) struct OrderDeps {
     pub(crate) store: OrderStore,
     pub(crate) inventory: Inventory,
-    pub(crate) payments: crate::payments::Payments,
+    pub(crate) payments: Payments,
 }
 
 #[derive(Debug)]
@@ -65,9 +63,7 @@ pub(crate) struct OrderState {
     deps: OrderDeps,
     order: Order,
     settled: bool,
-    /// A write found the order changed by another actor: ownership moved.
-    fenced: bool,
-    last_active: std::time::Instant,
+    last_active: Instant,
 }
 
 impl Actor for OrderActor {
@@ -80,12 +76,11 @@ impl Actor for OrderActor {
         myself: ActorRef<Self::Msg>,
         (id, deps): Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let (order, settled) = deps.store.load(id).await.map_err(|e| e.to_string())?;
+        let loaded = deps.store.load(id).await.map_err(Failure::into_infra)?;
+        let (order, settled) = (loaded.order, loaded.settled);
         if order.status == OrderStatus::AwaitingPayment {
-            let wait = Duration::try_from(
-                (order.expires_at - OffsetDateTime::now_utc()).max(time::Duration::ZERO),
-            )
-            .unwrap_or_default();
+            let wait = (order.expires_at - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
+            let wait = Duration::try_from(wait).unwrap_or_default();
             myself.send_after(wait + Duration::from_millis(5), || OrderMsg::Resume);
         }
         if !settled {
@@ -96,8 +91,7 @@ impl Actor for OrderActor {
             deps,
             order,
             settled,
-            fenced: false,
-            last_active: std::time::Instant::now(),
+            last_active: Instant::now(),
         })
     }
 
@@ -107,21 +101,15 @@ impl Actor for OrderActor {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        state.last_active = std::time::Instant::now();
+        state.last_active = Instant::now();
         match msg {
-            OrderMsg::Transition(asker, requested, reply) => {
-                let outcome = match state.transition(asker, requested).await {
-                    Ok(order) => Ok(order),
-                    Err(Failure::Rejected(no)) => Err(Owned::Rejected(no)),
-                    Err(Failure::Infrastructure(e)) if state.fenced => Err(Owned::Moved(e)),
-                    Err(Failure::Infrastructure(e)) => Err(Owned::Failed(e)),
-                };
-                let crashed = matches!(outcome, Err(Owned::Moved(_) | Owned::Failed(_)));
+            OrderMsg::Transition(caller, requested, reply) => {
+                let outcome = state.transition(caller, requested).await;
+                let lost = matches!(outcome, Err(Owned::Moved(_) | Owned::Failed(_)));
                 let _ = reply.send(outcome);
-                if crashed {
+                if lost {
                     // Reload from PostgreSQL on next use. Draining (not stopping)
-                    // answers what is already queued instead of dropping it; a
-                    // caller sees "unavailable" only when an actor really crashed.
+                    // answers what is already queued instead of dropping it.
                     let _ = myself.drain();
                     return Ok(());
                 }
@@ -130,13 +118,22 @@ impl Actor for OrderActor {
             OrderMsg::Resume => {
                 let due = state.order.status == OrderStatus::AwaitingPayment
                     && state.order.expires_at <= OffsetDateTime::now_utc();
-                if due
-                    && let Err(Failure::Infrastructure(e)) =
-                        state.transition(None, OrderStatus::Expired).await
-                {
-                    tracing::warn!(order = %state.order.id, error = %e, "could not expire order; will retry");
-                    myself.send_after(Duration::from_secs(2), || OrderMsg::Resume);
-                    return Ok(());
+                if due {
+                    match state
+                        .transition(Caller::Service, OrderStatus::Expired)
+                        .await
+                    {
+                        Ok(_) | Err(Owned::Rejected(_)) => {}
+                        Err(Owned::Moved(_)) => {
+                            let _ = myself.drain();
+                            return Ok(());
+                        }
+                        Err(Owned::Failed(e)) => {
+                            tracing::warn!(order = %state.order.id, error = %e, "could not expire order; will retry");
+                            myself.send_after(RETRY, || OrderMsg::Resume);
+                            return Ok(());
+                        }
+                    }
                 }
                 state.settle(&myself).await;
             }
@@ -154,238 +151,118 @@ impl Actor for OrderActor {
 }
 
 impl OrderState {
-    /// Gives the stock back (releases the reservation, or returns what a paid
-    /// order took) and refunds any payment; each step idempotent.
-    async fn give_back(&self, id: OrderId) -> Result<(), String> {
-        use crate::CallError::Rejected;
-        match self.deps.inventory.release(None, id).await {
-            Ok(_) | Err(Rejected(InventoryError::NoReservation(_))) => {}
-            // Committed: the order was paid. The goods never left, so they go
-            // back on hand.
-            Err(Rejected(_)) => match self.deps.inventory.restock(None, id).await {
-                Ok(_) => {}
-                Err(Rejected(no)) => {
-                    tracing::error!(order = %id, reason = %no, "stock of a cancelled order could not be returned");
-                }
-                Err(e) => return Err(format!("inventory: {e}")),
-            },
-            Err(e) => return Err(format!("inventory: {e}")),
-        }
-        match self.deps.payments.refund(id).await {
-            Ok(true) => self
-                .deps
-                .store
-                .record(&self.order, OrderEventKind::Refunded)
-                .await
-                .map_err(|e| format!("{e:?}")),
-            Ok(false) => Ok(()),
-            Err(e) => Err(format!("payments: {e}")),
-        }
-    }
-
-    /// Decides and persists one transition; the stock step follows in `settle`.
-    async fn transition(
-        &mut self,
-        asker: Option<Caller>,
-        requested: OrderStatus,
-    ) -> Result<Order, Failure<OrderError>> {
-        use OrderStatus as S;
-        let current = self.order.status;
-        if let Some(caller) = asker
-            && !caller.is_admin()
-            && caller.user_id != self.order.user_id
-        {
-            return Err(OrderError::NotFound.into());
-        }
-        let admin = asker.is_none_or(|c| c.is_admin());
-        let internal = asker.is_none();
-        // Another service confirming what already happened (a replayed payment
-        // confirmation) gets the order as it is.
-        if internal && requested == current {
+    /// Decides and persists one transition; its step follows in `settle`.
+    async fn transition(&mut self, caller: Caller, requested: OrderStatus) -> TransitionAnswer {
+        let now = OffsetDateTime::now_utc();
+        let step = state::decide(&self.order, caller, requested, now).map_err(Owned::Rejected)?;
+        let Step::Move { kind, settle } = step else {
             return Ok(self.order.clone());
-        }
-        let (kind, needs_stock_step) = match (current, requested) {
-            (S::AwaitingPayment, S::Paid) if internal => (OrderEventKind::Paid, true),
-            (S::AwaitingPayment, S::Cancelled) => (OrderEventKind::Cancelled, true),
-            // Cancelling a paid order refunds it (in the settle step).
-            (S::Paid, S::Cancelled) => (OrderEventKind::Cancelled, true),
-            (S::AwaitingPayment, S::Expired)
-                if internal && self.order.expires_at <= OffsetDateTime::now_utc() =>
-            {
-                (OrderEventKind::Expired, true)
-            }
-            (S::Paid, S::Shipped) if admin => (OrderEventKind::Shipped, false),
-            (S::Shipped, S::Delivered) if admin => (OrderEventKind::Delivered, false),
-            _ if !admin
-                && matches!(requested, S::Shipped | S::Delivered | S::Paid | S::Expired) =>
-            {
-                return Err(OrderError::Forbidden.into());
-            }
-            _ => return Err(OrderError::IllegalTransition { current, requested }.into()),
         };
+        let from = self.order.status;
         let mut next = self.order.clone();
         next.status = requested;
-        next.updated_at = OrderStore::now();
+        next.updated_at = now;
         let mut event = OrderEvent::of(kind, &next);
-        event.refund_due = current == S::Paid && requested == S::Cancelled;
-        let moved = self
-            .deps
-            .store
-            .transition(&next, current, !needs_stock_step, event)
-            .await?;
-        if !moved {
+        event.refund_due = state::refund_due(from, requested);
+        let settled = settle == Settle::Nothing;
+        let store = &self.deps.store;
+        match store.transition(&next, from, settled, event).await {
+            Ok(Written::Committed) => {}
             // Another node's actor changed it: ownership moved. The truth is
             // in PostgreSQL, with the new owner.
-            self.fenced = true;
-            return Err(Failure::Infrastructure(format!(
-                "order {} moved to another owner",
-                self.order.id
-            )));
+            Ok(Written::Fenced) => {
+                return Err(Owned::Moved(format!("order {} moved", self.order.id)));
+            }
+            Err(Failure::Rejected(no)) => return Err(Owned::Rejected(no)),
+            Err(Failure::Infra(e)) => return Err(Owned::Failed(e.chain())),
         }
         self.order = next;
-        self.settled = !needs_stock_step;
+        self.settled = settled;
         Ok(self.order.clone())
     }
 
-    /// Finishes the stock step of the current status, if one is pending.
+    /// Finishes the step of the current status, if one is pending; tries
+    /// again later if it fails.
     async fn settle(&mut self, myself: &ActorRef<OrderMsg>) {
         if self.settled {
             return;
         }
         let id = self.order.id;
-        let outcome = match self.order.status {
-            OrderStatus::Paid => match self.deps.inventory.commit(None, id).await {
-                // The reservation is gone (released by hand, or lapsed past its
-                // grace): retrying cannot help; someone must look at it.
-                Err(crate::CallError::Rejected(no)) => {
-                    tracing::error!(order = %id, reason = %no, "paid order whose stock could not be committed");
-                    Ok(())
-                }
-                other => other.map(|_| ()).map_err(|e| e.to_string()),
-            },
-            OrderStatus::Cancelled | OrderStatus::Expired => self.give_back(id).await,
-            _ => Ok(()),
+        let outcome = match Settle::of(self.order.status) {
+            Settle::CommitStock => self.commit_stock().await,
+            Settle::GiveBack => self.give_back().await,
+            Settle::Nothing => Ok(()),
         };
         let done = match outcome {
-            Ok(()) => self.deps.store.mark_settled(id).await.is_ok(),
-            Err(e) => {
-                tracing::warn!(order = %id, error = %e, "stock step failed; will retry");
-                false
-            }
+            Ok(()) => self
+                .deps
+                .store
+                .mark_settled(id)
+                .await
+                .map_err(Failure::into_infra),
+            Err(e) => Err(e),
         };
-        if done {
-            self.settled = true;
-        } else {
-            myself.send_after(Duration::from_secs(2), || OrderMsg::Resume);
+        match done {
+            Ok(()) => self.settled = true,
+            Err(e) => {
+                tracing::warn!(order = %id, error = %e.chain(), "order step failed; will retry");
+                myself.send_after(RETRY, || OrderMsg::Resume);
+            }
         }
     }
-}
 
-/// This node's order owner router: runs the actors of the orders this node
-/// owns, answers transitions for them from any node, hands orders off when
-/// membership changes, and sweeps for owned orders with work left (due for
-/// expiry, or a stock step not finished) — including those of a node that died.
-#[derive(Debug, RactorClusterMessage)]
-pub(crate) enum RouterMsg {
-    /// Move an order to a status on behalf of `asker` (`None`: another service).
-    #[rpc]
-    Transition(
-        Wire<(OrderId, Option<Caller>, OrderStatus)>,
-        RpcReplyPort<Wire<TransitionAnswer>>,
-    ),
-    Sweep(Wire<()>),
-}
-
-#[derive(Debug)]
-pub(crate) struct OrderRouter;
-
-#[derive(Debug)]
-pub(crate) struct RouterState {
-    deps: OrderDeps,
-    actors: Entities<OrderId, OrderMsg>,
-}
-
-impl Actor for OrderRouter {
-    type Msg = RouterMsg;
-    type State = RouterState;
-    type Arguments = OrderDeps;
-
-    async fn pre_start(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        deps: OrderDeps,
-    ) -> Result<Self::State, ActorProcessingErr> {
-        let actors = Entities::join(Service::Orders, &myself.get_cell());
-        let _ = myself.cast(RouterMsg::Sweep(Wire::Value(())));
-        myself.send_interval(SWEEP_EVERY, || RouterMsg::Sweep(Wire::Value(())));
-        Ok(RouterState { deps, actors })
+    async fn commit_stock(&self) -> Result<(), Infra> {
+        let id = self.order.id;
+        let commit = inventory::Settle::Commit;
+        match self
+            .deps
+            .inventory
+            .settle(Caller::Service, id, commit)
+            .await
+        {
+            Ok(_) => Ok(()),
+            // The reservation is gone (released by hand, or lapsed past its
+            // grace): retrying cannot help; someone must look at it.
+            Err(CallError::Rejected(no)) => {
+                tracing::error!(order = %id, reason = %no, "paid order whose stock could not be committed");
+                Ok(())
+            }
+            Err(e) => Err(e.into_infra(Service::Inventory)),
+        }
     }
 
-    async fn post_stop(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        state.actors.leave(&myself.get_cell());
-        Ok(())
-    }
-
-    async fn handle(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        msg: Self::Msg,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        match msg {
-            RouterMsg::Transition(request, reply) => owners::serve(
-                reply,
-                request,
-                |(id, ..)| state.actor(&myself, *id),
-                |actor, (_, asker, status)| {
-                    owners::ask_entity(
-                        actor,
-                        move |reply| OrderMsg::Transition(asker, status, reply),
-                        TRANSITION_TIMEOUT,
-                        "order actor",
-                    )
-                },
-            ),
-            RouterMsg::Sweep(_) => match state.deps.store.due().await {
-                Ok(due) => {
-                    for id in due {
-                        if !state.actors.owns(id) {
-                            continue;
-                        }
-                        if let Ok(actor) = state.actor(&myself, id) {
-                            let _ = actor.cast(OrderMsg::Resume);
-                        }
+    /// Gives the stock back (releases the reservation, or returns what a paid
+    /// order took) and refunds any payment; each step idempotent.
+    async fn give_back(&self) -> Result<(), Infra> {
+        let id = self.order.id;
+        let inventory = &self.deps.inventory;
+        let release = inventory::Settle::Release;
+        match inventory.settle(Caller::Service, id, release).await {
+            Ok(_) | Err(CallError::Rejected(InventoryError::NoReservation(_))) => {}
+            // Committed: the order was paid. The goods never left, so they go
+            // back on hand.
+            Err(CallError::Rejected(_)) => {
+                let put_back = inventory::Settle::Return;
+                match inventory.settle(Caller::Service, id, put_back).await {
+                    Ok(_) => {}
+                    Err(CallError::Rejected(no)) => {
+                        tracing::error!(order = %id, reason = %no, "stock of a cancelled order could not be returned");
                     }
+                    Err(e) => return Err(e.into_infra(Service::Inventory)),
                 }
-                Err(e) => tracing::warn!(error = %e, "order sweep failed"),
-            },
+            }
+            Err(e) => return Err(e.into_infra(Service::Inventory)),
         }
-        Ok(())
-    }
-
-    async fn handle_supervisor_evt(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        event: SupervisionEvent,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        state.actors.supervise(&event);
-        Ok(())
-    }
-}
-
-impl RouterState {
-    fn actor(
-        &mut self,
-        myself: &ActorRef<RouterMsg>,
-        id: OrderId,
-    ) -> Result<ActorRef<OrderMsg>, String> {
-        let deps = self.deps.clone();
-        self.actors
-            .get_or_start(id, &myself.get_cell(), || (OrderActor, (id, deps)))
+        match self.deps.payments.refund(id).await {
+            Ok(true) => {
+                let store = &self.deps.store;
+                store
+                    .record(&self.order, OrderEventKind::Refunded)
+                    .await
+                    .map_err(Failure::into_infra)
+            }
+            Ok(false) => Ok(()),
+            Err(e) => Err(e.into_infra(Service::Payments)),
+        }
     }
 }

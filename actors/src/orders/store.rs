@@ -3,17 +3,21 @@
 use deadpool_postgres::Pool;
 use mart_schema::order::{Order, OrderError, OrderEvent, OrderLine, OrderStatus};
 use mart_schema::{OrderId, UserId};
-use time::OffsetDateTime;
 use tokio_postgres::Row;
 
-use crate::call::Failure;
+use crate::failure::{Failure, Infra};
 use crate::idempotency::Idempotency;
 use crate::outbox::Outbox;
+use crate::owners::Written;
 
 pub(crate) type StoreResult<T> = Result<T, Failure<OrderError>>;
 
-pub(crate) fn db(e: impl std::fmt::Display) -> Failure<OrderError> {
-    Failure::Infrastructure(e.to_string())
+/// An order as stored, with its saga progress.
+#[derive(Debug, Clone)]
+pub(crate) struct Loaded {
+    pub(crate) order: Order,
+    /// The step its last transition called for is done.
+    pub(crate) settled: bool,
 }
 
 const COLUMNS: &str =
@@ -26,23 +30,23 @@ pub(crate) struct OrderStore {
     pub(crate) keys: Idempotency,
 }
 
-fn order_of(row: &Row, items: Vec<OrderLine>) -> StoreResult<(Order, bool)> {
+fn order_of(row: &Row, items: Vec<OrderLine>) -> StoreResult<Loaded> {
     let status: String = row.get("status");
     let currency: String = row.get("currency");
-    Ok((
-        Order {
+    Ok(Loaded {
+        order: Order {
             id: row.get("order_id"),
             user_id: row.get("user_id"),
-            status: status.parse().map_err(db)?,
+            status: status.parse().map_err(Infra::bug)?,
             items,
             total: row.get("total"),
-            currency: currency.parse().map_err(db)?,
+            currency: currency.parse().map_err(Infra::bug)?,
             expires_at: row.get("expires_at"),
             created_at: row.get("created_at"),
             updated_at: row.get("updated_at"),
         },
-        row.get("stock_settled"),
-    ))
+        settled: row.get("stock_settled"),
+    })
 }
 
 impl OrderStore {
@@ -61,8 +65,8 @@ impl OrderStore {
         order: &Order,
         idempotency: Option<(&str, &serde_json::Value)>,
     ) -> StoreResult<()> {
-        let mut client = self.pool.get().await.map_err(db)?;
-        let tx = client.transaction().await.map_err(db)?;
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
         tx.execute(
             "insert into orders.orders \
              (order_id, user_id, status, currency, total, expires_at, created_at, updated_at, stock_settled) \
@@ -77,8 +81,7 @@ impl OrderStore {
                 &order.created_at,
             ],
         )
-        .await
-        .map_err(db)?;
+        .await?;
         for (no, line) in (1i32..).zip(&order.items) {
             tx.execute(
                 "insert into orders.order_lines \
@@ -90,28 +93,24 @@ impl OrderStore {
                     &line.product_id,
                     &line.name,
                     &line.unit_price,
-                    &i32::try_from(line.quantity).map_err(db)?,
+                    &i32::try_from(line.quantity).map_err(Infra::bug)?,
                     &line.line_total,
                 ],
             )
-            .await
-            .map_err(db)?;
+            .await?;
         }
         if let Some((key, outcome)) = idempotency {
             self.keys
                 .finish_in(&tx, order.user_id, key, outcome)
-                .await
-                .map_err(db)?;
+                .await?;
         }
         let event = OrderEvent::of(mart_schema::order::OrderEventKind::Placed, order);
-        self.outbox.append(&tx, &[event]).await.map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        self.outbox.wake();
+        self.outbox.commit(tx, &[event]).await?;
         Ok(())
     }
 
     async fn lines(&self, ids: &[OrderId]) -> StoreResult<Vec<(OrderId, OrderLine)>> {
-        let client = self.pool.get().await.map_err(db)?;
+        let client = self.pool.get().await?;
         let ids: Vec<uuid::Uuid> = ids.iter().map(|i| i.0).collect();
         let rows = client
             .query(
@@ -119,8 +118,7 @@ impl OrderStore {
                  where order_id = any($1) order by order_id, line_no",
                 &[&ids],
             )
-            .await
-            .map_err(db)?;
+            .await?;
         Ok(rows
             .iter()
             .map(|r| {
@@ -139,15 +137,14 @@ impl OrderStore {
     }
 
     /// The order and whether its stock step is done.
-    pub(crate) async fn load(&self, id: OrderId) -> StoreResult<(Order, bool)> {
-        let client = self.pool.get().await.map_err(db)?;
+    pub(crate) async fn load(&self, id: OrderId) -> StoreResult<Loaded> {
+        let client = self.pool.get().await?;
         let row = client
             .query_opt(
                 &format!("select {COLUMNS} from orders.orders where order_id = $1"),
                 &[&id],
             )
-            .await
-            .map_err(db)?
+            .await?
             .ok_or(Failure::Rejected(OrderError::NotFound))?;
         drop(client);
         let items = self
@@ -167,7 +164,7 @@ impl OrderStore {
         after: Option<OrderId>,
         limit: i64,
     ) -> StoreResult<Vec<Order>> {
-        let client = self.pool.get().await.map_err(db)?;
+        let client = self.pool.get().await?;
         let rows = client
             .query(
                 &format!(
@@ -178,8 +175,7 @@ impl OrderStore {
                 ),
                 &[&user, &status.map(OrderStatus::as_str), &after, &limit],
             )
-            .await
-            .map_err(db)?;
+            .await?;
         drop(client);
         let ids: Vec<OrderId> = rows.iter().map(|r| r.get("order_id")).collect();
         let mut lines = self.lines(&ids).await?;
@@ -192,23 +188,23 @@ impl OrderStore {
                 .map(|(_, l)| l.clone())
                 .collect();
             lines.retain(|(o, _)| *o != id);
-            orders.push(order_of(row, mine)?.0);
+            orders.push(order_of(row, mine)?.order);
         }
         Ok(orders)
     }
 
     /// Moves the order from `from` to its current status and queues `event`;
-    /// `settled` says whether a stock step is still to be done. Zero rows
-    /// changed means someone else moved it first: the caller reloads.
+    /// `settled` says whether the step it calls for is done already. Fenced:
+    /// someone else moved it first (ownership moved).
     pub(crate) async fn transition(
         &self,
         order: &Order,
         from: OrderStatus,
         settled: bool,
         event: OrderEvent,
-    ) -> StoreResult<bool> {
-        let mut client = self.pool.get().await.map_err(db)?;
-        let tx = client.transaction().await.map_err(db)?;
+    ) -> StoreResult<Written> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
         let changed = tx
             .execute(
                 "update orders.orders set status = $2, stock_settled = $3, updated_at = $4 \
@@ -221,15 +217,12 @@ impl OrderStore {
                     &from.as_str(),
                 ],
             )
-            .await
-            .map_err(db)?;
+            .await?;
         if changed == 0 {
-            return Ok(false);
+            return Ok(Written::Fenced);
         }
-        self.outbox.append(&tx, &[event]).await.map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        self.outbox.wake();
-        Ok(true)
+        self.outbox.commit(tx, &[event]).await?;
+        Ok(Written::Committed)
     }
 
     /// Publishes an event about the order without changing it (`order.refunded`).
@@ -238,44 +231,35 @@ impl OrderStore {
         order: &Order,
         kind: mart_schema::order::OrderEventKind,
     ) -> StoreResult<()> {
-        let mut client = self.pool.get().await.map_err(db)?;
-        let tx = client.transaction().await.map_err(db)?;
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
         self.outbox
-            .append(&tx, &[OrderEvent::of(kind, order)])
-            .await
-            .map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        self.outbox.wake();
+            .commit(tx, &[OrderEvent::of(kind, order)])
+            .await?;
         Ok(())
     }
 
     pub(crate) async fn mark_settled(&self, id: OrderId) -> StoreResult<()> {
-        let client = self.pool.get().await.map_err(db)?;
+        let client = self.pool.get().await?;
         client
             .execute(
                 "update orders.orders set stock_settled = true where order_id = $1",
                 &[&id],
             )
-            .await
-            .map_err(db)?;
+            .await?;
         Ok(())
     }
 
     /// Orders with work left: unpaid past their deadline, or a stock step not done.
     pub(crate) async fn due(&self) -> StoreResult<Vec<OrderId>> {
-        let client = self.pool.get().await.map_err(db)?;
+        let client = self.pool.get().await?;
         let rows = client
             .query(
                 "select order_id from orders.orders \
                  where (status = 'awaiting_payment' and expires_at <= now()) or not stock_settled",
                 &[],
             )
-            .await
-            .map_err(db)?;
+            .await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
-    }
-
-    pub(crate) fn now() -> OffsetDateTime {
-        OffsetDateTime::now_utc()
     }
 }

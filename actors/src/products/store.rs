@@ -9,16 +9,12 @@ use postgres_types::ToSql;
 use time::OffsetDateTime;
 use tokio_postgres::Row;
 
-use crate::call::Failure;
+use crate::failure::{Failure, Infra};
 use crate::outbox::Outbox;
 
 const COLUMNS: &str = "product_id, name, description, price, currency, created_at, updated_at";
 
 pub(crate) type StoreResult<T> = Result<T, Failure<ProductError>>;
-
-fn db(e: impl std::fmt::Display) -> Failure<ProductError> {
-    Failure::Infrastructure(e.to_string())
-}
 
 fn to_product(row: &Row) -> StoreResult<Product> {
     let currency: String = row.get("currency");
@@ -27,7 +23,7 @@ fn to_product(row: &Row) -> StoreResult<Product> {
         name: row.get("name"),
         description: row.get("description"),
         price: row.get("price"),
-        currency: currency.parse().map_err(db)?,
+        currency: currency.parse().map_err(Infra::bug)?,
         created_at: row.get("created_at"),
         updated_at: row.get("updated_at"),
     })
@@ -93,8 +89,8 @@ impl ProductStore {
         currency: Currency,
         stock: i64,
     ) -> StoreResult<Product> {
-        let mut client = self.pool.get().await.map_err(db)?;
-        let tx = client.transaction().await.map_err(db)?;
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
         let row = tx
             .query_one(
                 &format!(
@@ -103,8 +99,7 @@ impl ProductStore {
                 ),
                 &[&ProductId::new(), &name, &description, &price, &currency.code()],
             )
-            .await
-            .map_err(db)?;
+            .await?;
         let product = to_product(&row)?;
         let event = ProductEvent::Created(ProductCreated {
             product_id: product.id,
@@ -114,21 +109,18 @@ impl ProductStore {
             currency: product.currency,
             stock,
         });
-        self.outbox.append(&tx, &[event]).await.map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        self.outbox.wake();
+        self.outbox.commit(tx, &[event]).await?;
         Ok(product)
     }
 
     pub(crate) async fn get(&self, id: ProductId) -> StoreResult<Product> {
-        let client = self.pool.get().await.map_err(db)?;
+        let client = self.pool.get().await?;
         let row = client
             .query_opt(
                 &format!("select {COLUMNS} from products.products where product_id = $1 and archived_at is null"),
                 &[&id],
             )
-            .await
-            .map_err(db)?
+            .await?
             .ok_or(Failure::Rejected(ProductError::NotFound))?;
         to_product(&row)
     }
@@ -186,12 +178,12 @@ impl ProductStore {
         let limit = bind(Box::new(listing.limit), &mut params);
         sql.push_str(&format!(" order by {} limit {limit}", order.join(", ")));
 
-        let client = self.pool.get().await.map_err(db)?;
+        let client = self.pool.get().await?;
         let refs: Vec<&(dyn ToSql + Sync)> = params
             .iter()
             .map(|p| p.as_ref() as &(dyn ToSql + Sync))
             .collect();
-        let rows = client.query(&sql, &refs).await.map_err(db)?;
+        let rows = client.query(&sql, &refs).await?;
         rows.iter().map(to_product).collect()
     }
 
@@ -203,8 +195,8 @@ impl ProductStore {
         price: Option<i64>,
         currency: Option<Currency>,
     ) -> StoreResult<Product> {
-        let mut client = self.pool.get().await.map_err(db)?;
-        let tx = client.transaction().await.map_err(db)?;
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
         let row = tx
             .query_opt(
                 &format!(
@@ -222,8 +214,7 @@ impl ProductStore {
                     &currency.map(Currency::code),
                 ],
             )
-            .await
-            .map_err(db)?
+            .await?
             .ok_or(Failure::Rejected(ProductError::NotFound))?;
         let product = to_product(&row)?;
         let event = ProductEvent::Updated(ProductUpdated {
@@ -233,33 +224,28 @@ impl ProductStore {
             price: product.price,
             currency: product.currency,
         });
-        self.outbox.append(&tx, &[event]).await.map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        self.outbox.wake();
+        self.outbox.commit(tx, &[event]).await?;
         Ok(product)
     }
 
     pub(crate) async fn archive(&self, id: ProductId) -> StoreResult<()> {
-        let mut client = self.pool.get().await.map_err(db)?;
-        let tx = client.transaction().await.map_err(db)?;
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
         let row = tx
             .query_opt(
                 "update products.products set archived_at = now(), updated_at = now() \
                  where product_id = $1 and archived_at is null returning price, currency",
                 &[&id],
             )
-            .await
-            .map_err(db)?
+            .await?
             .ok_or(Failure::Rejected(ProductError::NotFound))?;
         let currency: String = row.get(1);
         let event = ProductEvent::Deleted(ProductDeleted {
             product_id: id,
             price: row.get(0),
-            currency: currency.parse().map_err(db)?,
+            currency: currency.parse().map_err(Infra::bug)?,
         });
-        self.outbox.append(&tx, &[event]).await.map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        self.outbox.wake();
+        self.outbox.commit(tx, &[event]).await?;
         Ok(())
     }
 }

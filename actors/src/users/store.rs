@@ -9,39 +9,27 @@ use mart_schema::user::{
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 
+use crate::failure::{Failure, Infra};
 use crate::outbox::Outbox;
 
 const COLUMNS: &str = "user_id, username, email, role, created_at";
 
-/// Why the store failed: either a business answer or broken infrastructure.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum StoreError {
-    #[error(transparent)]
-    Rejected(#[from] UserError),
-    #[error("database: {0}")]
-    Database(String),
-}
+type Outcome<T> = Result<T, Failure<UserError>>;
 
-impl From<tokio_postgres::Error> for StoreError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        // The unique indexes decide races between two registrations.
-        if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
-            let field = match e.as_db_error().and_then(|d| d.constraint()) {
-                Some("users_username_key") => "username",
-                _ => "email",
-            };
-            return StoreError::Rejected(UserError::Taken {
-                field: field.into(),
-            });
+/// The unique indexes decide races between two registrations: a violation is
+/// the caller's "taken", anything else broken infrastructure.
+fn taken(e: tokio_postgres::Error) -> Failure<UserError> {
+    if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+        let field = match e.as_db_error().and_then(|d| d.constraint()) {
+            Some("users_username_key") => "username",
+            _ => "email",
+        };
+        return UserError::Taken {
+            field: field.into(),
         }
-        StoreError::Database(e.to_string())
+        .into();
     }
-}
-
-impl From<deadpool_postgres::PoolError> for StoreError {
-    fn from(e: deadpool_postgres::PoolError) -> Self {
-        StoreError::Database(e.to_string())
-    }
+    e.into()
 }
 
 /// A user with the secret the store keeps.
@@ -64,13 +52,13 @@ pub(crate) struct UserStore {
     outbox: Outbox,
 }
 
-fn to_user(row: &Row) -> Result<User, StoreError> {
+fn to_user(row: &Row) -> Outcome<User> {
     let role: String = row.get("role");
     Ok(User {
         id: row.get("user_id"),
         username: row.get("username"),
         email: row.get("email"),
-        role: role.parse().map_err(StoreError::Database)?,
+        role: role.parse().map_err(Infra::bug)?,
         created_at: row.get("created_at"),
     })
 }
@@ -86,7 +74,7 @@ impl UserStore {
         email: &str,
         password_hash: &str,
         role: Role,
-    ) -> Result<User, StoreError> {
+    ) -> Outcome<User> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let row = tx
@@ -103,7 +91,8 @@ impl UserStore {
                     &role.as_str(),
                 ],
             )
-            .await?;
+            .await
+            .map_err(taken)?;
         let user = to_user(&row)?;
         let event = UserEvent::Registered(UserRegistered {
             user_id: user.id,
@@ -111,14 +100,12 @@ impl UserStore {
             email: user.email.clone(),
             role: user.role,
         });
-        self.outbox.append(&tx, &[event]).await?;
-        tx.commit().await?;
-        self.outbox.wake();
+        self.outbox.commit(tx, &[event]).await?;
         Ok(user)
     }
 
     /// The user whose username or email is `login`, case-insensitively.
-    pub(crate) async fn find_login(&self, login: &str) -> Result<Option<StoredUser>, StoreError> {
+    pub(crate) async fn find_login(&self, login: &str) -> Outcome<Option<StoredUser>> {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
@@ -138,7 +125,7 @@ impl UserStore {
         .transpose()
     }
 
-    pub(crate) async fn get(&self, id: UserId) -> Result<User, StoreError> {
+    pub(crate) async fn get(&self, id: UserId) -> Outcome<User> {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
@@ -150,7 +137,7 @@ impl UserStore {
         to_user(&row)
     }
 
-    pub(crate) async fn find_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+    pub(crate) async fn find_email(&self, email: &str) -> Outcome<Option<User>> {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
@@ -162,11 +149,7 @@ impl UserStore {
     }
 
     /// Up to `limit` users after `after`, in id (= creation) order.
-    pub(crate) async fn list(
-        &self,
-        after: Option<UserId>,
-        limit: i64,
-    ) -> Result<Vec<User>, StoreError> {
+    pub(crate) async fn list(&self, after: Option<UserId>, limit: i64) -> Outcome<Vec<User>> {
         let client = self.pool.get().await?;
         let rows = client
             .query(
@@ -180,7 +163,7 @@ impl UserStore {
         rows.iter().map(to_user).collect()
     }
 
-    pub(crate) async fn update(&self, id: UserId, changes: Changes) -> Result<User, StoreError> {
+    pub(crate) async fn update(&self, id: UserId, changes: Changes) -> Outcome<User> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let row = tx
@@ -200,7 +183,8 @@ impl UserStore {
                     &changes.role.map(Role::as_str),
                 ],
             )
-            .await?
+            .await
+            .map_err(taken)?
             .ok_or(UserError::NotFound)?;
         let user = to_user(&row)?;
         let event = UserEvent::Updated(UserUpdated {
@@ -209,13 +193,11 @@ impl UserStore {
             role: user.role,
             password_changed: changes.password_hash.is_some(),
         });
-        self.outbox.append(&tx, &[event]).await?;
-        tx.commit().await?;
-        self.outbox.wake();
+        self.outbox.commit(tx, &[event]).await?;
         Ok(user)
     }
 
-    pub(crate) async fn delete(&self, id: UserId) -> Result<(), StoreError> {
+    pub(crate) async fn delete(&self, id: UserId) -> Outcome<()> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let deleted = tx
@@ -224,11 +206,8 @@ impl UserStore {
         if deleted == 0 {
             return Err(UserError::NotFound.into());
         }
-        self.outbox
-            .append(&tx, &[UserEvent::Deleted(UserDeleted { user_id: id })])
-            .await?;
-        tx.commit().await?;
-        self.outbox.wake();
+        let event = UserEvent::Deleted(UserDeleted { user_id: id });
+        self.outbox.commit(tx, &[event]).await?;
         Ok(())
     }
 }

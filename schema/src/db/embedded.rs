@@ -72,44 +72,7 @@ impl EmbeddedPostgres {
         let password_file = dir.join("pg-password");
 
         if !data.join("PG_VERSION").exists() {
-            let password = random_password();
-            write_private(&password_file, &password).map_err(|e| fail(e.to_string()))?;
-            if let Some((uid, gid)) = owner {
-                // The server user reads the password once, during initdb only.
-                nix::unistd::chown(&password_file, Some(uid), Some(gid))
-                    .map_err(|e| fail(format!("chown: {e}")))?;
-            }
-            std::fs::create_dir_all(&data).map_err(|e| fail(e.to_string()))?;
-            chown_tree(&dir, owner).map_err(&fail)?;
-            let mut initdb = Command::new(bin.join("initdb"));
-            initdb
-                .arg("-D")
-                .arg(&data)
-                .args(["-U", "postgres", "-E", "UTF8", "--locale=C.UTF-8"])
-                .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
-                .arg(format!("--pwfile={}", password_file.display()));
-            if durability == Durability::Throwaway {
-                initdb.arg("-N");
-            }
-            as_user(&mut initdb, owner);
-            let out = initdb
-                .output()
-                .map_err(|e| fail(format!("cannot run initdb: {e}")))?;
-            if !out.status.success() {
-                return Err(fail(format!(
-                    "initdb failed: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                )));
-            }
-            if owner.is_some() {
-                // Back to us only: the server no longer needs it.
-                nix::unistd::chown(
-                    &password_file,
-                    Some(Uid::effective()),
-                    Some(Gid::effective()),
-                )
-                .map_err(|e| fail(format!("chown: {e}")))?;
-            }
+            init(&bin, &dir, durability, owner).map_err(&fail)?;
         } else {
             chown_tree(&data, owner).map_err(&fail)?;
         }
@@ -129,50 +92,7 @@ impl EmbeddedPostgres {
             });
         }
         let port = free_port().map_err(|e| fail(format!("no free port: {e}")))?;
-        let log = std::fs::File::create(dir.join("postgres.log"))
-            .map_err(|e| fail(format!("cannot create log: {e}")))?;
-        if let Some((uid, gid)) = owner {
-            let _ = nix::unistd::chown(&dir.join("postgres.log"), Some(uid), Some(gid));
-        }
-        let mut server = Command::new(bin.join("postgres"));
-        server
-            .arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string()])
-            .args(["-c", "listen_addresses=127.0.0.1"])
-            .args(["-c", "unix_socket_directories="])
-            .args(["-c", "max_connections=400"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|e| fail(e.to_string()))?)
-            .stderr(log);
-        if durability == Durability::Throwaway {
-            server.args(["-c", "fsync=off", "-c", "synchronous_commit=off"]);
-            server.args(["-c", "full_page_writes=off"]);
-        }
-        as_user(&mut server, owner);
-        die_with_parent(&mut server);
-
-        // The thread that spawns the server must outlive it: the parent-death
-        // signal fires when the spawning *thread* exits.
-        let (pid_tx, pid_rx) = std::sync::mpsc::channel();
-        let (exit_tx, exit_rx) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("embedded-postgres".into())
-            .spawn(move || match server.spawn() {
-                Ok(mut child) => {
-                    let _ = pid_tx.send(Ok(child.id()));
-                    let _ = child.wait();
-                    let _ = exit_tx.send(());
-                }
-                Err(e) => {
-                    let _ = pid_tx.send(Err(e));
-                }
-            })
-            .map_err(|e| fail(format!("cannot start thread: {e}")))?;
-        let pid = pid_rx
-            .recv()
-            .map_err(|e| fail(e.to_string()))?
-            .map_err(|e| fail(format!("cannot run postgres: {e}")))?;
+        let (pid, exit_rx) = launch(&bin, &dir, &data, port, durability, owner).map_err(&fail)?;
         let pg = Self {
             dir: dir.clone(),
             port,
@@ -243,6 +163,113 @@ impl EmbeddedPostgres {
             std::thread::sleep(Duration::from_millis(25));
         }
     }
+}
+
+/// Creates the cluster in `dir/pgdata`, with a random password for `postgres`.
+fn init(
+    bin: &Path,
+    dir: &Path,
+    durability: Durability,
+    owner: Option<(Uid, Gid)>,
+) -> Result<(), String> {
+    let data = dir.join("pgdata");
+    let password_file = dir.join("pg-password");
+    let password = random_password();
+    write_private(&password_file, &password).map_err(|e| e.to_string())?;
+    if let Some((uid, gid)) = owner {
+        // The server user reads the password once, during initdb only.
+        nix::unistd::chown(&password_file, Some(uid), Some(gid))
+            .map_err(|e| format!("chown: {e}"))?;
+    }
+    std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
+    chown_tree(dir, owner)?;
+    let mut initdb = Command::new(bin.join("initdb"));
+    initdb
+        .arg("-D")
+        .arg(&data)
+        .args(["-U", "postgres", "-E", "UTF8", "--locale=C.UTF-8"])
+        .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
+        .arg(format!("--pwfile={}", password_file.display()));
+    if durability == Durability::Throwaway {
+        initdb.arg("-N");
+    }
+    as_user(&mut initdb, owner);
+    let out = initdb
+        .output()
+        .map_err(|e| format!("cannot run initdb: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    if owner.is_some() {
+        // Back to us only: the server no longer needs it.
+        nix::unistd::chown(
+            &password_file,
+            Some(Uid::effective()),
+            Some(Gid::effective()),
+        )
+        .map_err(|e| format!("chown: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Runs the server on `data` in a thread of its own; its pid, and a channel
+/// that hears when it exits.
+fn launch(
+    bin: &Path,
+    dir: &Path,
+    data: &Path,
+    port: u16,
+    durability: Durability,
+    owner: Option<(Uid, Gid)>,
+) -> Result<(u32, std::sync::mpsc::Receiver<()>), String> {
+    let log = std::fs::File::create(dir.join("postgres.log"))
+        .map_err(|e| format!("cannot create log: {e}"))?;
+    if let Some((uid, gid)) = owner {
+        let _ = nix::unistd::chown(&dir.join("postgres.log"), Some(uid), Some(gid));
+    }
+    let mut server = Command::new(bin.join("postgres"));
+    server
+        .arg("-D")
+        .arg(data)
+        .args(["-p", &port.to_string()])
+        .args(["-c", "listen_addresses=127.0.0.1"])
+        .args(["-c", "unix_socket_directories="])
+        .args(["-c", "max_connections=400"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log);
+    if durability == Durability::Throwaway {
+        server.args(["-c", "fsync=off", "-c", "synchronous_commit=off"]);
+        server.args(["-c", "full_page_writes=off"]);
+    }
+    as_user(&mut server, owner);
+    die_with_parent(&mut server);
+
+    // The thread that spawns the server must outlive it: the parent-death
+    // signal fires when the spawning *thread* exits.
+    let (pid_tx, pid_rx) = std::sync::mpsc::channel();
+    let (exit_tx, exit_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("embedded-postgres".into())
+        .spawn(move || match server.spawn() {
+            Ok(mut child) => {
+                let _ = pid_tx.send(Ok(child.id()));
+                let _ = child.wait();
+                let _ = exit_tx.send(());
+            }
+            Err(e) => {
+                let _ = pid_tx.send(Err(e));
+            }
+        })
+        .map_err(|e| format!("cannot start thread: {e}"))?;
+    let pid = pid_rx
+        .recv()
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot run postgres: {e}"))?;
+    Ok((pid, exit_rx))
 }
 
 /// The port of a live server already running on `data`, from its lock file

@@ -1,27 +1,19 @@
-//! The outbox: domain events written in the same transaction as the state change,
-//! then delivered to every durable subscriber in order, until acknowledged.
-//!
-//! - [`Outbox::append`] adds events inside the caller's transaction.
-//! - [`Dispatcher`] (one per hosted service) reads events past each subscriber's
-//!   cursors (one per outbox partition) and delivers them, in `seq` order within
-//!   each partition, to a live member of that subscriber anywhere in the cluster;
-//!   cursors move only on acknowledgement.
-//! - A subscriber is any actor taking [`SubscriberMsg`], registered under a name
-//!   (its durable subscription id) and joined to the source's subscriber group.
-//!   It deduplicates by `event_id`: delivery is at-least-once.
+//! The dispatcher: one per hosted service on each node. It reads events past
+//! each subscriber's cursors and delivers them, batch by batch, to a live
+//! member of that subscriber anywhere in the cluster; one node at a time
+//! delivers to a subscriber (a transaction-scoped advisory lock).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
-use deadpool_postgres::Transaction;
-use mart_schema::event::{DomainEvent, OUTBOX_PARTITIONS, partition_of};
-use mart_schema::{EventEnvelope, EventId, Service};
+use mart_schema::event::OUTBOX_PARTITIONS;
+use mart_schema::{EventEnvelope, Service};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use ractor_cluster::RactorClusterMessage;
 use time::OffsetDateTime;
 
+use super::{SubscriberMsg, lag};
 use crate::wire::Wire;
 
 /// How many events one delivery carries at most.
@@ -37,141 +29,6 @@ const COALESCE: Duration = Duration::from_millis(20);
 /// The longest pause between attempts at an unreachable or failing subscriber.
 const MAX_BACKOFF: Duration = Duration::from_secs(15);
 
-/// Writes one service's events into its outbox.
-#[derive(Clone, Debug)]
-pub struct Outbox {
-    service: Service,
-    claim: String,
-    insert: String,
-}
-
-impl Outbox {
-    pub fn new(service: Service) -> Self {
-        let schema = service.schema();
-        Self {
-            service,
-            claim: format!(
-                "update {schema}.outbox_head set seq = seq + $2 where partition = $1 returning seq"
-            ),
-            insert: format!(
-                "insert into {schema}.outbox \
-                 (partition, seq, event_id, event_type, aggregate_id, aggregate_seq, data) \
-                 select e.partition, e.seq, e.event_id, e.event_type, e.aggregate_id, \
-                   coalesce((select max(o.aggregate_seq) from {schema}.outbox o \
-                             where o.aggregate_id = e.aggregate_id), 0) \
-                   + row_number() over (partition by e.aggregate_id order by e.seq), \
-                   e.data \
-                 from unnest($1::smallint[], $2::bigint[], $3::uuid[], $4::text[], $5::uuid[], $6::jsonb[]) \
-                   as e(partition, seq, event_id, event_type, aggregate_id, data)"
-            ),
-        }
-    }
-
-    /// Appends `events` inside `tx`. Call it last, right before commit: it locks
-    /// the partitions' heads until commit, which is what keeps each partition's
-    /// `seq` in commit order.
-    pub async fn append<E: DomainEvent>(
-        &self,
-        tx: &Transaction<'_>,
-        events: &[E],
-    ) -> Result<(), tokio_postgres::Error> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let partitions: Vec<i16> = events
-            .iter()
-            .map(|e| partition_of(e.aggregate_id()))
-            .collect();
-        let mut counts: BTreeMap<i16, i64> = BTreeMap::new();
-        for p in &partitions {
-            *counts.entry(*p).or_default() += 1;
-        }
-        // Heads are locked in partition order, so two writers never deadlock.
-        let mut next: BTreeMap<i16, i64> = BTreeMap::new();
-        let claim = tx.prepare_cached(&self.claim).await?;
-        for (&partition, &count) in &counts {
-            let head: i64 = tx.query_one(&claim, &[&partition, &count]).await?.get(0);
-            next.insert(partition, head - count + 1);
-        }
-        let mut seqs = Vec::with_capacity(events.len());
-        for p in &partitions {
-            let slot = next.entry(*p).or_default();
-            seqs.push(*slot);
-            *slot += 1;
-        }
-        // One statement for the whole batch: a product actor may append hundreds
-        // of events in one transaction.
-        let ids: Vec<uuid::Uuid> = events.iter().map(|_| EventId::new().0).collect();
-        let types: Vec<&str> = events.iter().map(|e| e.event_type()).collect();
-        let aggregates: Vec<uuid::Uuid> = events.iter().map(|e| e.aggregate_id()).collect();
-        let data: Vec<serde_json::Value> = events
-            .iter()
-            .map(|e| serde_json::to_value(e).unwrap_or(serde_json::Value::Null))
-            .collect();
-        let insert = tx.prepare_cached(&self.insert).await?;
-        tx.execute(
-            &insert,
-            &[&partitions, &seqs, &ids, &types, &aggregates, &data],
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// Tells the local dispatcher there is something new (it polls anyway).
-    pub fn wake(&self) {
-        if let Some(cell) = ractor::registry::where_is(dispatcher_name(self.service)) {
-            let _ = ActorRef::<DispatcherMsg>::from(cell).cast(DispatcherMsg::Wake);
-        }
-    }
-}
-
-/// Asks this node's dispatcher of `service` for one last delivery pass (a node
-/// about to leave hands its events to live subscribers first).
-pub async fn flush(service: Service) {
-    if let Some(cell) = ractor::registry::where_is(dispatcher_name(service)) {
-        let dispatcher = ActorRef::<DispatcherMsg>::from(cell);
-        let _ = dispatcher
-            .call(DispatcherMsg::Flush, Some(Duration::from_secs(5)))
-            .await;
-    }
-}
-
-/// The registry name of a service's dispatcher on this node.
-pub fn dispatcher_name(service: Service) -> String {
-    format!("{}.outbox", service.group())
-}
-
-/// What a subscriber receives.
-#[derive(Debug, RactorClusterMessage)]
-pub enum SubscriberMsg {
-    /// Events, each aggregate's in order. The answer is how many of them, from
-    /// the first, are now handled durably; the rest are delivered again.
-    #[rpc]
-    Deliver(
-        Wire<Vec<EventEnvelope>>,
-        RpcReplyPort<Wire<Result<i64, String>>>,
-    ),
-}
-
-/// Runs `handle` on a delivered batch and answers with how many events, from
-/// the first, it handled durably. A malformed batch is refused (it comes again).
-pub async fn acknowledge(msg: SubscriberMsg, handle: impl AsyncFnOnce(Vec<EventEnvelope>) -> i64) {
-    let SubscriberMsg::Deliver(batch, reply) = msg;
-    let answer = match batch {
-        Wire::Value(batch) => Ok(handle(batch).await),
-        Wire::Malformed(reason) => Err(format!("malformed batch: {reason}")),
-    };
-    let _ = reply.send(Wire::Value(answer));
-}
-
-/// Registers `subscriber` (named `name`, which must be the actor's registry name)
-/// for the events of `sources`.
-pub fn subscribe(subscriber: &ActorRef<SubscriberMsg>, sources: &[Service]) {
-    for source in sources {
-        ractor::pg::join(source.subscribers_group(), vec![subscriber.get_cell()]);
-    }
-}
-
 /// Messages of the dispatcher; local only.
 #[derive(Debug, ractor_cluster::RactorMessage)]
 pub enum DispatcherMsg {
@@ -184,7 +41,7 @@ pub enum DispatcherMsg {
 }
 
 /// Delivers one service's outbox to its subscribers.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct Dispatcher;
 
 /// Arguments of the dispatcher.
@@ -385,86 +242,80 @@ impl DispatcherState {
         name: String,
         member: ActorRef<SubscriberMsg>,
     ) -> (String, Result<(), String>) {
+        let outcome = self.deliver_to(&name, &member).await;
+        (name, outcome)
+    }
+
+    async fn deliver_to(&self, name: &str, member: &ActorRef<SubscriberMsg>) -> Result<(), String> {
         // Most passes find nothing to send; those need no claim (three round
         // trips every poll, per subscriber).
-        match self.pending(&name).await {
-            Ok(batch) if batch.is_empty() => return (name, Ok(())),
-            Ok(_) => {}
-            Err(e) => return (name, Err(e)),
+        if self.pending(name).await?.is_empty() {
+            return Ok(());
         }
         // One deliverer per subscriber in the whole cluster: every node hosting
         // this service runs a dispatcher, and two delivering at once would send
         // the same events twice. The claim lasts while this transaction is
         // open and ends with it, or with the connection if this node dies.
-        let mut claim = match self.args.pool.get().await {
-            Ok(client) => client,
-            Err(e) => return (name, Err(e.to_string())),
-        };
-        let claimed = match claim.transaction().await {
-            Ok(tx) => match tx.query_one(&self.sql.claim, &[&name]).await {
-                Ok(row) if row.get::<_, bool>(0) => Some(tx),
-                Ok(_) => None,
-                Err(e) => return (name, Err(e.to_string())),
-            },
-            Err(e) => return (name, Err(e.to_string())),
-        };
-        let Some(_held) = claimed else {
+        let text = |e: tokio_postgres::Error| e.to_string();
+        let mut client = self.args.pool.get().await.map_err(|e| e.to_string())?;
+        let claim = client.transaction().await.map_err(text)?;
+        let row = claim
+            .query_one(&self.sql.claim, &[&name])
+            .await
+            .map_err(text)?;
+        if !row.get::<_, bool>(0) {
             // Another node is delivering to it right now.
-            return (name, Ok(()));
-        };
+            return Ok(());
+        }
         // Read again under the claim: another node may have just delivered.
         loop {
-            let batch = match self.pending(&name).await {
-                Ok(batch) => batch,
-                Err(e) => return (name, Err(e)),
-            };
+            let batch = self.pending(name).await?;
             if batch.is_empty() {
-                return (name, Ok(()));
+                return Ok(());
             }
-            let sent = batch.len();
-            let full = i64::try_from(sent).unwrap_or(0) == BATCH;
-            let heads: Vec<(i16, i64)> = batch.iter().map(|e| (e.partition, e.seq)).collect();
-            let handled = match member
-                .call(
-                    |reply| SubscriberMsg::Deliver(Wire::Value(batch), reply),
-                    Some(ACK_TIMEOUT),
-                )
-                .await
-            {
-                Ok(CallResult::Success(Wire::Value(Ok(count)))) => {
-                    usize::try_from(count).unwrap_or(0).min(sent)
-                }
-                Ok(CallResult::Success(Wire::Value(Err(e)))) => {
-                    return (name, Err(format!("subscriber refused: {e}")));
-                }
-                Ok(CallResult::Success(Wire::Malformed(e))) => {
-                    return (name, Err(format!("malformed acknowledgement: {e}")));
-                }
-                Ok(CallResult::Timeout) => return (name, Err("no acknowledgement in time".into())),
-                Ok(CallResult::SenderError) | Err(_) => {
-                    return (name, Err("subscriber went away".into()));
-                }
-            };
-            if handled > 0 {
-                let mut upto: BTreeMap<i16, i64> = BTreeMap::new();
-                for (partition, seq) in &heads[..handled] {
-                    let slot = upto.entry(*partition).or_default();
-                    *slot = (*slot).max(*seq);
-                }
-                if let Err(e) = self.advance(&name, upto).await {
-                    return (name, Err(e));
-                }
-            }
-            if handled < sent {
-                return (
-                    name,
-                    Err(format!("acknowledged only {handled} of {sent} events")),
-                );
-            }
+            let full = i64::try_from(batch.len()).unwrap_or(0) == BATCH;
+            self.send(name, member, batch).await?;
             if !full {
-                return (name, Ok(()));
+                return Ok(());
             }
         }
+    }
+
+    /// Sends one batch and moves the cursors past what was acknowledged.
+    async fn send(
+        &self,
+        name: &str,
+        member: &ActorRef<SubscriberMsg>,
+        batch: Vec<EventEnvelope>,
+    ) -> Result<(), String> {
+        let sent = batch.len();
+        let heads: Vec<(i16, i64)> = batch.iter().map(|e| (e.partition, e.seq)).collect();
+        let deliver = |reply| SubscriberMsg::Deliver(Wire::Value(batch), reply);
+        let handled = match member.call(deliver, Some(ACK_TIMEOUT)).await {
+            Ok(CallResult::Success(Wire::Value(Ok(count)))) => {
+                usize::try_from(count).unwrap_or(0).min(sent)
+            }
+            Ok(CallResult::Success(Wire::Value(Err(e)))) => {
+                return Err(format!("subscriber refused: {e}"));
+            }
+            Ok(CallResult::Success(Wire::Malformed(e))) => {
+                return Err(format!("malformed acknowledgement: {e}"));
+            }
+            Ok(CallResult::Timeout) => return Err("no acknowledgement in time".into()),
+            Ok(CallResult::SenderError) | Err(_) => return Err("subscriber went away".into()),
+        };
+        if handled > 0 {
+            let mut upto: BTreeMap<i16, i64> = BTreeMap::new();
+            for (partition, seq) in &heads[..handled] {
+                let slot = upto.entry(*partition).or_default();
+                *slot = (*slot).max(*seq);
+            }
+            self.advance(name, upto).await?;
+        }
+        if handled < sent {
+            return Err(format!("acknowledged only {handled} of {sent} events"));
+        }
+        Ok(())
     }
 
     async fn pending(&self, subscriber: &str) -> Result<Vec<EventEnvelope>, String> {
@@ -517,42 +368,4 @@ fn live_subscribers(service: Service) -> HashMap<String, ActorRef<SubscriberMsg>
         }
     }
     found
-}
-
-/// How far one durable subscriber is behind a service's outbox.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct SubscriberLag {
-    pub subscriber: String,
-    /// Events written but not yet acknowledged.
-    pub pending: i64,
-    /// Age of the oldest of them, in seconds.
-    pub oldest_age_secs: f64,
-}
-
-/// Every subscriber's lag on `service`'s outbox.
-pub async fn lag(
-    client: &tokio_postgres::Client,
-    service: Service,
-) -> Result<Vec<SubscriberLag>, tokio_postgres::Error> {
-    let schema = service.schema();
-    let rows = client
-        .query(
-            &format!(
-                "select c.subscriber, count(o.seq), \
-                   coalesce(extract(epoch from now() - min(o.occurred_at))::float8, 0) \
-                 from {schema}.outbox_cursors c \
-                 left join {schema}.outbox o on o.partition = c.partition and o.seq > c.delivered_seq \
-                 group by c.subscriber order by c.subscriber"
-            ),
-            &[],
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|row| SubscriberLag {
-            subscriber: row.get(0),
-            pending: row.get(1),
-            oldest_age_secs: row.get(2),
-        })
-        .collect())
 }

@@ -21,11 +21,15 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
+
+mod page;
+
+use page::{cancel, checkout_page, deliver, pay, pay_quietly, resend_completed};
 
 /// How the test server is set up.
 #[derive(Debug, Clone)]
@@ -174,73 +178,30 @@ async fn create_session(State(shared): State<Shared>, headers: HeaderMap, body: 
             );
         }
     }
-    let mut amount_total = 0i64;
-    let mut currency = None;
-    let mut i = 0;
-    while let Some(quantity) = form.get(&format!("line_items[{i}][quantity]")) {
-        let field = |name: &str| form.get(&format!("line_items[{i}][price_data][{name}]"));
-        let (Some(unit), Some(cur), Ok(quantity)) = (
-            field("unit_amount").and_then(|u| u.parse::<i64>().ok()),
-            field("currency"),
-            quantity.parse::<i64>(),
-        ) else {
-            return stripe_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                "Each line item needs price_data[currency], price_data[unit_amount] and quantity.",
-                Some(&format!("line_items[{i}]")),
-            );
-        };
-        amount_total += unit * quantity;
-        currency = Some(cur.clone());
-        i += 1;
-    }
-    if i == 0 {
-        return stripe_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "line_items is required in payment mode.",
-            Some("line_items"),
-        );
-    }
-    let created = now();
-    let expires_at = match form.get("expires_at").map(|e| e.parse::<i64>()) {
-        None => created + 24 * 3600,
-        Some(Ok(at)) if at >= created + 30 * 60 - 60 && at <= created + 24 * 3600 => at,
-        Some(_) => {
-            return stripe_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                "The `expires_at` timestamp must be between 30 minutes and 24 hours from Checkout Session creation.",
-                Some("expires_at"),
-            );
+    let checkout = match parse_checkout(&form) {
+        Ok(checkout) => checkout,
+        Err(Invalid { message, param }) => {
+            let kind = "invalid_request_error";
+            return stripe_error(StatusCode::BAD_REQUEST, kind, &message, param.as_deref());
         }
     };
-    let metadata: serde_json::Map<String, Value> = form
-        .iter()
-        .filter_map(|(k, v)| {
-            k.strip_prefix("metadata[")
-                .and_then(|k| k.strip_suffix(']'))
-                .map(|k| (k.to_owned(), json!(v)))
-        })
-        .collect();
     let id = random_id("cs");
     let session = json!({
         "id": id,
         "object": "checkout.session",
-        "amount_subtotal": amount_total,
-        "amount_total": amount_total,
+        "amount_subtotal": checkout.amount_total,
+        "amount_total": checkout.amount_total,
         "automatic_tax": {"enabled": false, "liability": null, "status": null},
         "cancel_url": form.get("cancel_url"),
         "client_reference_id": form.get("client_reference_id"),
-        "created": created,
-        "currency": currency,
+        "created": checkout.created,
+        "currency": checkout.currency,
         "custom_fields": [],
         "custom_text": {"after_submit": null, "shipping_address": null, "submit": null, "terms_of_service_acceptance": null},
         "customer_email": form.get("customer_email"),
-        "expires_at": expires_at,
+        "expires_at": checkout.expires_at,
         "livemode": false,
-        "metadata": metadata,
+        "metadata": checkout.metadata,
         "mode": form.get("mode"),
         "payment_intent": null,
         "payment_method_types": ["card"],
@@ -255,6 +216,75 @@ async fn create_session(State(shared): State<Shared>, headers: HeaderMap, body: 
     }
     remember(&shared, &headers, &body, StatusCode::OK, &session);
     (StatusCode::OK, axum::Json(session)).into_response()
+}
+
+/// What a Checkout Session request asks for, checked as Stripe checks it.
+/// Why Stripe would refuse a request: a 400 `invalid_request_error`.
+struct Invalid {
+    message: String,
+    param: Option<String>,
+}
+
+struct NewSession {
+    amount_total: i64,
+    currency: Option<String>,
+    created: i64,
+    expires_at: i64,
+    metadata: serde_json::Map<String, Value>,
+}
+
+fn parse_checkout(form: &HashMap<String, String>) -> Result<NewSession, Invalid> {
+    let mut amount_total = 0i64;
+    let mut currency = None;
+    let mut i = 0;
+    while let Some(quantity) = form.get(&format!("line_items[{i}][quantity]")) {
+        let field = |name: &str| form.get(&format!("line_items[{i}][price_data][{name}]"));
+        let (Some(unit), Some(cur), Ok(quantity)) = (
+            field("unit_amount").and_then(|u| u.parse::<i64>().ok()),
+            field("currency"),
+            quantity.parse::<i64>(),
+        ) else {
+            return Err(Invalid {
+                message: "Each line item needs price_data[currency], price_data[unit_amount] and quantity.".into(),
+                param: Some(format!("line_items[{i}]")),
+            });
+        };
+        amount_total += unit * quantity;
+        currency = Some(cur.clone());
+        i += 1;
+    }
+    if i == 0 {
+        return Err(Invalid {
+            message: "line_items is required in payment mode.".into(),
+            param: Some("line_items".into()),
+        });
+    }
+    let created = now();
+    let expires_at = match form.get("expires_at").map(|e| e.parse::<i64>()) {
+        None => created + 24 * 3600,
+        Some(Ok(at)) if at >= created + 30 * 60 - 60 && at <= created + 24 * 3600 => at,
+        Some(_) => {
+            return Err(Invalid {
+                message: "The `expires_at` timestamp must be between 30 minutes and 24 hours from Checkout Session creation.".into(),
+                param: Some("expires_at".into()),
+            });
+        }
+    };
+    let metadata: serde_json::Map<String, Value> = form
+        .iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix("metadata[")
+                .and_then(|k| k.strip_suffix(']'))
+                .map(|k| (k.to_owned(), json!(v)))
+        })
+        .collect();
+    Ok(NewSession {
+        amount_total,
+        currency,
+        created,
+        expires_at,
+        metadata,
+    })
 }
 
 fn missing(kind: &str, id: &str) -> Response {
@@ -399,152 +429,4 @@ async fn create_refund(State(shared): State<Shared>, headers: HeaderMap, body: B
     });
     deliver(&shared, "charge.refunded", charge).await;
     (StatusCode::OK, axum::Json(refund)).into_response()
-}
-
-async fn checkout_page(State(shared): State<Shared>, Path(id): Path<String>) -> Response {
-    let Some(session) = session(&shared, &id) else {
-        return (
-            StatusCode::NOT_FOUND,
-            Html("<h1>No such checkout session</h1>".to_owned()),
-        )
-            .into_response();
-    };
-    let amount = session["amount_total"].as_i64().unwrap_or(0);
-    let currency = session["currency"].as_str().unwrap_or("usd").to_uppercase();
-    let state = session["status"].as_str().unwrap_or("open");
-    let page = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>mart test checkout</title></head>\
-         <body><h1>mart's Stripe test checkout</h1>\
-         <p>This is not Stripe: no money moves. Session <code>{id}</code> is <b>{state}</b>.</p>\
-         <p>Amount: {}.{:02} {currency}</p>\
-         <form method=\"post\" action=\"/c/pay/{id}/pay\"><button type=\"submit\">Pay</button></form>\
-         <form method=\"post\" action=\"/c/pay/{id}/cancel\"><button type=\"submit\">Cancel</button></form>\
-         </body></html>",
-        amount / 100,
-        amount % 100
-    );
-    Html(page).into_response()
-}
-
-fn with_session_id(url: &str, id: &str) -> String {
-    url.replace("{CHECKOUT_SESSION_ID}", id)
-}
-
-/// Marks an open session paid; `None` when it cannot be paid.
-fn mark_paid(shared: &Shared, id: &str) -> Option<Value> {
-    let current = session(shared, id)?;
-    if current["status"] != "open" {
-        return None;
-    }
-    update_session(shared, id, |s| {
-        s["status"] = json!("complete");
-        s["payment_status"] = json!("paid");
-        s["payment_intent"] = json!(random_id("pi"));
-    })
-}
-
-async fn pay(State(shared): State<Shared>, Path(id): Path<String>) -> Response {
-    let Some(paid) = mark_paid(&shared, &id) else {
-        return (
-            StatusCode::CONFLICT,
-            Html("<h1>This session cannot be paid</h1>".to_owned()),
-        )
-            .into_response();
-    };
-    deliver(&shared, "checkout.session.completed", paid.clone()).await;
-    let success = paid["success_url"].as_str().unwrap_or("/");
-    Redirect::to(&with_session_id(success, &id)).into_response()
-}
-
-async fn cancel(State(shared): State<Shared>, Path(id): Path<String>) -> Response {
-    let Some(session) = session(&shared, &id) else {
-        return (
-            StatusCode::NOT_FOUND,
-            Html("<h1>No such checkout session</h1>".to_owned()),
-        )
-            .into_response();
-    };
-    let back = session["cancel_url"].as_str().unwrap_or("/");
-    Redirect::to(&with_session_id(back, &id)).into_response()
-}
-
-#[derive(serde::Deserialize)]
-struct PayQuietly {
-    #[serde(default)]
-    webhook: Option<bool>,
-}
-
-/// Pays a session; `?webhook=false` leaves the webhook undelivered.
-async fn pay_quietly(
-    State(shared): State<Shared>,
-    Path(id): Path<String>,
-    Query(options): Query<PayQuietly>,
-) -> Response {
-    let Some(paid) = mark_paid(&shared, &id) else {
-        return StatusCode::CONFLICT.into_response();
-    };
-    if options.webhook.unwrap_or(true) {
-        deliver(&shared, "checkout.session.completed", paid.clone()).await;
-    }
-    axum::Json(paid).into_response()
-}
-
-/// Delivers a session's `checkout.session.completed` again (a duplicate, as
-/// Stripe sometimes sends) and returns the exact event and signature used.
-async fn resend_completed(State(shared): State<Shared>, Path(id): Path<String>) -> Response {
-    let Some(session) = session(&shared, &id) else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    let (body, signature) = event_bytes(&shared, "checkout.session.completed", session);
-    send(&shared, &body, &signature).await;
-    axum::Json(json!({"event": String::from_utf8_lossy(&body), "signature": signature}))
-        .into_response()
-}
-
-fn event_bytes(shared: &Shared, kind: &str, object: Value) -> (Vec<u8>, String) {
-    let event = json!({
-        "id": random_id("evt"),
-        "object": "event",
-        "api_version": "2025-09-30.clover",
-        "created": now(),
-        "livemode": false,
-        "pending_webhooks": 1,
-        "request": {"id": null, "idempotency_key": null},
-        "type": kind,
-        "data": {"object": object},
-    });
-    let body = serde_json::to_vec(&event).unwrap_or_default();
-    let signature = mart_actors::payments::webhook::signature_header(
-        &shared.config.webhook_secret,
-        now(),
-        &body,
-    );
-    (body, signature)
-}
-
-async fn deliver(shared: &Shared, kind: &str, object: Value) {
-    let (body, signature) = event_bytes(shared, kind, object);
-    send(shared, &body, &signature).await;
-}
-
-async fn send(shared: &Shared, body: &[u8], signature: &str) {
-    let Some(url) = &shared.config.webhook_url else {
-        return;
-    };
-    // The exact bytes that were signed.
-    let outcome = shared
-        .http
-        .post(url)
-        .header(header::CONTENT_TYPE, "application/json")
-        .header("stripe-signature", signature)
-        .body(body.to_vec())
-        .send()
-        .await;
-    match outcome {
-        Ok(response) if response.status().is_success() => {}
-        Ok(response) => {
-            tracing::warn!(status = %response.status(), "stripe test server: webhook refused")
-        }
-        Err(e) => tracing::warn!(error = %e, "stripe test server: webhook not delivered"),
-    }
 }

@@ -1,0 +1,375 @@
+//! One actor per product owns its stock. It is the first line of defence
+//! against overselling: every change to a product's levels goes through its
+//! mailbox, decided one at a time ([`super::state::decide`]) against exact
+//! in-memory levels.
+//!
+//! Throughput comes from batching: changes queue up while the previous batch is
+//! being written, and the next flush decides all of them in arrival order and
+//! writes them (levels, lines, events) in one transaction. Each caller still
+//! gets its own exact answer, sent only after the transaction commits.
+//!
+//! Fencing: every write is a compare-and-set on the stock row's `version`. An
+//! actor writes only if nobody wrote since it loaded (or last wrote), that is
+//! only while its memory is the truth. If another node's actor wrote meanwhile
+//! (ownership moved), this actor's write changes nothing: it answers "moved"
+//! (nothing was written, ask the owner again) and stops. Taking ownership
+//! costs no write, so an actor that only reads never disturbs another.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use mart_schema::inventory::{InventoryError, LineStatus, StockLevels};
+use mart_schema::{OrderId, ProductId};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use time::OffsetDateTime;
+
+use super::state::{self, Levels, Line, OpDone, Scratch, StockOp};
+use super::store::StockStore;
+use crate::owners::{Owned, Written};
+
+/// A stock actor with nothing to do for this long stops; its product's state
+/// is in PostgreSQL and it is started again on the next request.
+const IDLE: Duration = Duration::from_secs(60);
+/// Finished lines remembered for idempotent retries before asking the database.
+const RECENT: usize = 4096;
+
+pub(crate) type OpReply = RpcReplyPort<Result<OpDone, Owned<InventoryError>>>;
+
+/// The stock actor's mailbox; local only.
+#[derive(Debug, ractor_cluster::RactorMessage)]
+pub(crate) enum StockMsg {
+    Op(StockOp, Option<OpReply>),
+    Levels(RpcReplyPort<Result<StockLevels, Owned<InventoryError>>>),
+    /// Decide and write everything queued so far.
+    Flush,
+    /// Release reservations whose time is up.
+    ExpireDue,
+    /// Stop if idle.
+    Tick,
+}
+
+#[derive(Debug)]
+pub(crate) struct StockActor;
+
+#[derive(Debug, Clone)]
+pub(crate) struct StockArgs {
+    pub(crate) product_id: ProductId,
+    pub(crate) store: StockStore,
+}
+
+#[derive(Debug)]
+pub(crate) struct StockState {
+    args: StockArgs,
+    /// `None`: the product has no stock record (unknown to inventory).
+    levels: Option<Levels>,
+    open: HashMap<OrderId, Line>,
+    recent: HashMap<OrderId, Line>,
+    pending: Vec<(StockOp, Option<OpReply>)>,
+    flush_queued: bool,
+    last_active: Instant,
+    /// Another node owns the product now: everything still queued is "moved".
+    fenced: bool,
+}
+
+impl Actor for StockActor {
+    type Msg = StockMsg;
+    type State = StockState;
+    type Arguments = StockArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: StockArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let loaded = args.store.load(args.product_id).await?;
+        let (levels, open) = match loaded {
+            Some((levels, open)) => (Some(levels), open),
+            None => (None, HashMap::new()),
+        };
+        for line in open.values() {
+            schedule_expiry(&myself, line.expires_at);
+        }
+        myself.send_interval(IDLE / 2, || StockMsg::Tick);
+        Ok(StockState {
+            args,
+            levels,
+            open,
+            recent: HashMap::new(),
+            pending: Vec::new(),
+            flush_queued: false,
+            last_active: Instant::now(),
+            fenced: false,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.last_active = Instant::now();
+        if state.fenced {
+            state.refuse_moved(msg);
+            return Ok(());
+        }
+        match msg {
+            StockMsg::Op(op, reply) => state.enqueue(&myself, op, reply),
+            StockMsg::Levels(reply) => {
+                let view = state::view(state.args.product_id, state.levels.as_ref());
+                let _ = reply.send(view.map_err(Owned::Rejected));
+                state.stop_if_unknown(&myself);
+            }
+            StockMsg::ExpireDue => {
+                let now = OffsetDateTime::now_utc();
+                let due: Vec<OrderId> = state
+                    .open
+                    .iter()
+                    .filter(|(_, line)| line.expires_at <= now)
+                    .map(|(order, _)| *order)
+                    .collect();
+                for order_id in due {
+                    let op = StockOp::Release {
+                        order_id,
+                        expired: true,
+                    };
+                    state.enqueue(&myself, op, None);
+                }
+            }
+            StockMsg::Flush => {
+                state.flush_queued = false;
+                // A failed write leaves memory as it was and crashes the actor:
+                // waiting callers see "failed", and the next request loads
+                // the truth from PostgreSQL.
+                state.flush(&myself).await?;
+            }
+            StockMsg::Tick => {
+                if state.pending.is_empty() && state.last_active.elapsed() >= IDLE {
+                    let _ = myself.drain();
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn schedule_expiry(myself: &ActorRef<StockMsg>, at: OffsetDateTime) {
+    let wait = (at - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
+    let wait = Duration::try_from(wait).unwrap_or_default() + Duration::from_millis(5);
+    myself.send_after(wait, || StockMsg::ExpireDue);
+}
+
+impl StockState {
+    fn enqueue(&mut self, myself: &ActorRef<StockMsg>, op: StockOp, reply: Option<OpReply>) {
+        self.pending.push((op, reply));
+        // Everything already in the mailbox arrives before this Flush, so one
+        // flush takes every change that queued up meanwhile.
+        if !self.flush_queued {
+            self.flush_queued = myself.cast(StockMsg::Flush).is_ok();
+        }
+    }
+
+    fn refuse_moved(&self, msg: StockMsg) {
+        let moved = || Owned::Moved(format!("product {} moved", self.args.product_id));
+        match msg {
+            StockMsg::Op(_, Some(reply)) => {
+                let _ = reply.send(Err(moved()));
+            }
+            StockMsg::Levels(reply) => {
+                let _ = reply.send(Err(moved()));
+            }
+            _ => {}
+        }
+    }
+
+    /// Without a stock record there is nothing to own; stopping means the next
+    /// request loads again and sees a record created since.
+    fn stop_if_unknown(&self, myself: &ActorRef<StockMsg>) {
+        if self.levels.is_none() {
+            let _ = myself.drain();
+        }
+    }
+
+    /// Load → decide → write → reply, for everything queued.
+    async fn flush(&mut self, myself: &ActorRef<StockMsg>) -> Result<(), ActorProcessingErr> {
+        let batch = std::mem::take(&mut self.pending);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let product_id = self.args.product_id;
+        let Some(start) = self.levels.clone() else {
+            let unknown = || Owned::Rejected(InventoryError::UnknownProduct(product_id));
+            for reply in batch.into_iter().filter_map(|(_, reply)| reply) {
+                let _ = reply.send(Err(unknown()));
+            }
+            self.stop_if_unknown(myself);
+            return Ok(());
+        };
+        let mut scratch = self.scratch(start, &batch).await?;
+        let now = OffsetDateTime::now_utc();
+        let mut events = Vec::new();
+        let mut answers = Vec::with_capacity(batch.len());
+        for (op, reply) in batch {
+            let (answer, mut published) = state::decide(&mut scratch, &op, now);
+            events.append(&mut published);
+            answers.push((reply, answer));
+        }
+        let loaded = scratch.levels.version;
+        match self.args.store.write(&scratch, loaded, &events).await? {
+            Written::Fenced => {
+                tracing::info!(product = %product_id, "ownership moved; handing over");
+                let moved = || Owned::Moved(format!("product {product_id} moved to another owner"));
+                for reply in answers.into_iter().filter_map(|(reply, _)| reply) {
+                    let _ = reply.send(Err(moved()));
+                }
+                self.fenced = true;
+                let _ = myself.drain();
+            }
+            Written::Committed => {
+                self.remember(myself, scratch);
+                for (reply, answer) in answers {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(answer.map_err(Owned::Rejected));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The batch's starting point: the levels, and every line it names, from
+    /// memory or (one query for all) from the database.
+    async fn scratch(
+        &self,
+        levels: Levels,
+        batch: &[(StockOp, Option<OpReply>)],
+    ) -> Result<Scratch, ActorProcessingErr> {
+        let mut lines = HashMap::new();
+        let mut unknown = Vec::new();
+        for order in batch.iter().filter_map(|(op, _)| op.order()) {
+            match self.open.get(&order).or_else(|| self.recent.get(&order)) {
+                Some(line) => {
+                    lines.insert(order, *line);
+                }
+                None => unknown.push(order),
+            }
+        }
+        let product = self.args.product_id;
+        lines.extend(self.args.store.lines(product, &unknown).await?);
+        Ok(Scratch::new(product, levels, lines))
+    }
+
+    /// Committed: memory follows what was written.
+    fn remember(&mut self, myself: &ActorRef<StockMsg>, mut written: Scratch) {
+        written.levels.version += 1;
+        self.levels = Some(written.levels);
+        for (order_id, line) in written.touched {
+            if line.status == LineStatus::Reserved {
+                if !self.open.contains_key(&order_id) {
+                    schedule_expiry(myself, line.expires_at);
+                }
+                self.open.insert(order_id, line);
+            } else {
+                self.open.remove(&order_id);
+                if self.recent.len() >= RECENT {
+                    self.recent.clear();
+                }
+                self.recent.insert(order_id, line);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mart_schema::db::testing::TestDb;
+    use ractor::rpc::CallResult;
+
+    async fn reserve(
+        actor: &ActorRef<StockMsg>,
+        quantity: i64,
+    ) -> Result<OpDone, Owned<InventoryError>> {
+        let op = StockOp::Reserve {
+            order_id: OrderId::new(),
+            quantity,
+            expires_at: OffsetDateTime::now_utc() + time::Duration::minutes(5),
+        };
+        match actor
+            .call(
+                |reply| StockMsg::Op(op, Some(reply)),
+                Some(Duration::from_secs(10)),
+            )
+            .await
+        {
+            Ok(CallResult::Success(answer)) => answer,
+            other => panic!("no answer: {other:?}"),
+        }
+    }
+
+    /// Two actors for one product, as two nodes whose views of the membership
+    /// briefly differ would run. Whichever writes first wins; the other's
+    /// write changes nothing (its memory is stale), it answers "moved" and
+    /// stops, and the product's levels stay exact.
+    #[tokio::test]
+    async fn a_stale_owner_is_fenced_out_and_nothing_is_oversold() {
+        let db = TestDb::new().await;
+        let product_id = ProductId::new();
+        db.pool
+            .get()
+            .await
+            .expect("client")
+            .execute(
+                "insert into inventory.stock (product_id, on_hand) values ($1, 5)",
+                &[&product_id],
+            )
+            .await
+            .expect("stock");
+        let args = StockArgs {
+            product_id,
+            store: StockStore::new(db.pool.clone()),
+        };
+        let (stale, stale_handle) = Actor::spawn(None, StockActor, args.clone())
+            .await
+            .expect("first owner");
+        assert!(reserve(&stale, 2).await.is_ok());
+
+        // A new owner loads (3 available) and sells one.
+        let (owner, _) = Actor::spawn(None, StockActor, args)
+            .await
+            .expect("new owner");
+        assert!(reserve(&owner, 1).await.is_ok());
+        // The stale actor still believes 3 are available; its write is refused.
+        assert!(matches!(reserve(&stale, 3).await, Err(Owned::Moved(_))));
+        stale_handle.await.expect("the stale actor stops");
+        assert!(matches!(
+            reserve(&owner, 3).await,
+            Err(Owned::Rejected(InventoryError::InsufficientStock {
+                available: 2,
+                ..
+            }))
+        ));
+        assert!(reserve(&owner, 2).await.is_ok());
+        let row = db
+            .pool
+            .get()
+            .await
+            .expect("client")
+            .query_one(
+                "select on_hand, reserved, (select count(*) from inventory.reservation_lines \
+                   where product_id = $1) from inventory.stock where product_id = $1",
+                &[&product_id],
+            )
+            .await
+            .expect("levels");
+        assert_eq!(
+            (
+                row.get::<_, i64>(0),
+                row.get::<_, i64>(1),
+                row.get::<_, i64>(2)
+            ),
+            (5, 5, 3)
+        );
+        owner.stop(None);
+    }
+}

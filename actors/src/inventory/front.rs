@@ -1,0 +1,182 @@
+//! The inventory service's group member and what it does for each request.
+//! Every change to a product goes to that product's owner (see
+//! [`crate::owners`]), wherever it runs.
+
+use mart_schema::inventory::{InventoryError, Reservation, ReserveRequest, StockLevels};
+use mart_schema::user::Caller;
+use mart_schema::{OrderId, ProductId, Service};
+use time::OffsetDateTime;
+
+use super::router::{ProductOp, RouterMsg};
+use super::state::{self, OpDone, StockOp};
+use super::store::StockStore;
+use super::{InventoryMsg, ProductChange, Settle};
+use crate::call::{Serve, answer_in_task};
+use crate::failure::{Failure, Infra};
+use crate::owners;
+
+type Outcome<T> = Result<T, Failure<InventoryError>>;
+
+/// The inventory service's front on this node.
+#[derive(Clone, Debug)]
+pub(crate) struct InventoryService {
+    store: StockStore,
+}
+
+impl Serve for InventoryService {
+    type Msg = InventoryMsg;
+    const SERVICE: Service = Service::Inventory;
+
+    fn serve(&self, msg: InventoryMsg) {
+        let s = self.clone();
+        match msg {
+            InventoryMsg::Levels(request, reply) => {
+                answer_in_task(reply, request, move |caller, product| async move {
+                    staff_only(caller)?;
+                    levels(product).await
+                })
+            }
+            InventoryMsg::Change(request, reply) => {
+                answer_in_task(reply, request, move |caller, asked| async move {
+                    staff_only(caller)?;
+                    let ProductChange { product, change } = asked;
+                    levels_of(op(product, StockOp::Change(change)).await?)
+                })
+            }
+            InventoryMsg::Reserve(request, reply) => {
+                answer_in_task(reply, request, move |caller, request| async move {
+                    staff_only(caller)?;
+                    reserve(request).await
+                })
+            }
+            InventoryMsg::Settle(request, reply) => {
+                answer_in_task(reply, request, move |caller, (order, how)| async move {
+                    staff_only(caller)?;
+                    s.settle(order, how).await
+                })
+            }
+            InventoryMsg::Show(request, reply) => {
+                answer_in_task(reply, request, move |caller, order| async move {
+                    staff_only(caller)?;
+                    s.show(order).await
+                })
+            }
+        }
+    }
+}
+
+fn staff_only(caller: Caller) -> Result<(), InventoryError> {
+    if caller.is_staff() {
+        Ok(())
+    } else {
+        Err(InventoryError::Forbidden)
+    }
+}
+
+/// Sends one change to the product's owner and waits for its answer.
+async fn op(product: ProductId, op: StockOp) -> Outcome<OpDone> {
+    let retry = op.is_idempotent();
+    let asked = ProductOp { product, op };
+    owners::ask_owner(Service::Inventory, product.0, retry, asked, RouterMsg::Op).await
+}
+
+async fn levels(product: ProductId) -> Outcome<StockLevels> {
+    owners::ask_owner(
+        Service::Inventory,
+        product.0,
+        true,
+        product,
+        RouterMsg::Levels,
+    )
+    .await
+}
+
+fn line_of(done: OpDone) -> Outcome<mart_schema::inventory::ReservedLine> {
+    match done {
+        OpDone::Line(line) => Ok(line),
+        OpDone::Levels(_) => Err(Infra::bug("a stock actor answered levels for a line").into()),
+    }
+}
+
+fn levels_of(done: OpDone) -> Outcome<StockLevels> {
+    match done {
+        OpDone::Levels(levels) => Ok(levels),
+        OpDone::Line(_) => Err(Infra::bug("a stock actor answered a line for levels").into()),
+    }
+}
+
+async fn reserve(request: ReserveRequest) -> Outcome<Reservation> {
+    let now = OffsetDateTime::now_utc();
+    let lines = state::reservation_lines(&request, now).map_err(InventoryError::Invalid)?;
+    let order_id = request.order_id;
+    let mut reserved = Vec::new();
+    for (&product_id, &quantity) in &lines {
+        let asked = StockOp::Reserve {
+            order_id,
+            quantity,
+            expires_at: request.expires_at,
+        };
+        match op(product_id, asked).await.and_then(line_of) {
+            Ok(line) => reserved.push(line),
+            Err(failure) => {
+                // All or nothing: give back what this reservation took.
+                for line in reserved {
+                    let undo = StockOp::Release {
+                        order_id,
+                        expired: false,
+                    };
+                    if let Err(e) = op(line.product_id, undo).await {
+                        // Still reserved: it expires by itself at expires_at.
+                        tracing::warn!(order = %order_id, product = %line.product_id, error = ?e, "could not undo a reservation line");
+                    }
+                }
+                return Err(failure);
+            }
+        }
+    }
+    Ok(Reservation {
+        order_id,
+        lines: reserved,
+    })
+}
+
+impl InventoryService {
+    pub(crate) fn new(store: StockStore) -> Self {
+        Self { store }
+    }
+
+    /// Commits, releases or returns every line of an order's reservation.
+    async fn settle(&self, order_id: OrderId, how: Settle) -> Outcome<Reservation> {
+        let products = self.store.products_of(order_id).await?;
+        if products.is_empty() {
+            return Err(InventoryError::NoReservation(order_id).into());
+        }
+        let mut lines = Vec::new();
+        for product in products {
+            let asked = match how {
+                Settle::Commit => StockOp::Commit { order_id },
+                Settle::Release => StockOp::Release {
+                    order_id,
+                    expired: false,
+                },
+                Settle::Return => StockOp::Return { order_id },
+            };
+            lines.push(line_of(op(product, asked).await?)?);
+        }
+        Ok(Reservation { order_id, lines })
+    }
+
+    async fn show(&self, order_id: OrderId) -> Outcome<Reservation> {
+        let lines = self.store.reservation(order_id).await?;
+        if lines.is_empty() {
+            return Err(InventoryError::NoReservation(order_id).into());
+        }
+        Ok(Reservation { order_id, lines })
+    }
+}
+
+/// Tells the product's owner it was archived (used by the catalog subscriber,
+/// after marking the record archived).
+pub(crate) async fn archive_live(product: ProductId) -> Outcome<()> {
+    op(product, StockOp::Archive).await.map(|_| ())
+}

@@ -1,0 +1,111 @@
+//! Sends pending emails, one at a time, each locked while it is sent.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mart_schema::notification::NotificationStatus;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use super::store::{Attempt, NotificationStore};
+use super::{MailError, Mailer};
+use crate::failure::Infra;
+
+/// The registry name of the sender on this node.
+pub(crate) const SENDER: &str = "mart.notifications.sender";
+/// The longest pause between attempts at one email.
+const MAX_BACKOFF_SECS: i64 = 300;
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MailSender;
+
+#[derive(Debug, ractor_cluster::RactorMessage)]
+pub(crate) enum SenderMsg {
+    Send,
+}
+
+#[derive(Debug)]
+pub(crate) struct SenderState {
+    store: NotificationStore,
+    mailer: Arc<dyn Mailer>,
+}
+
+impl Actor for MailSender {
+    type Msg = SenderMsg;
+    type State = SenderState;
+    type Arguments = (NotificationStore, Arc<dyn Mailer>);
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        (store, mailer): Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        myself.send_interval(Duration::from_secs(1), || SenderMsg::Send);
+        Ok(SenderState { store, mailer })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        _msg: Self::Msg,
+        state: &mut SenderState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Err(e) = state.send_due().await {
+            tracing::warn!(error = %e.chain(), "sending notifications failed; will retry");
+        }
+        Ok(())
+    }
+}
+
+/// What one attempt's outcome means for the row.
+fn attempt(outcome: &Result<(), MailError>, attempts: i32) -> Attempt {
+    let (status, error) = match outcome {
+        Ok(()) => (NotificationStatus::Sent, None),
+        Err(MailError::Permanent(reply)) => (NotificationStatus::Failed, Some(reply.clone())),
+        Err(MailError::Transient(reason)) => (NotificationStatus::Pending, Some(reason.clone())),
+    };
+    let backoff_secs = 2i64
+        .saturating_pow(u32::try_from(attempts).unwrap_or(0).min(16))
+        .min(MAX_BACKOFF_SECS);
+    Attempt {
+        status,
+        error,
+        backoff_secs,
+    }
+}
+
+impl SenderState {
+    async fn send_due(&self) -> Result<(), Infra> {
+        let mut client = self.store.pool.get().await?;
+        loop {
+            let tx = client.transaction().await?;
+            let Some(due) = self.store.next_due(&tx).await? else {
+                return Ok(());
+            };
+            let outcome = self.mailer.send(due.email.clone()).await;
+            let attempted = attempt(&outcome, due.attempts);
+            self.store.finish(tx, &due, attempted).await?;
+            if let Err(MailError::Transient(reason)) = outcome {
+                // The server is away: leave the rest for the next round.
+                return Err(Infra::other("mail transport", MailError::Transient(reason)));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_failures_back_off_to_a_cap_and_permanent_ones_end() {
+        let sent = attempt(&Ok(()), 0);
+        assert_eq!((sent.status, sent.error), (NotificationStatus::Sent, None));
+        let busy = Err(MailError::Transient("421".into()));
+        assert_eq!(attempt(&busy, 0).backoff_secs, 1);
+        assert_eq!(attempt(&busy, 3).backoff_secs, 8);
+        assert_eq!(attempt(&busy, 40).backoff_secs, MAX_BACKOFF_SECS);
+        assert_eq!(attempt(&busy, 3).status, NotificationStatus::Pending);
+        let refused = attempt(&Err(MailError::Permanent("550".into())), 1);
+        assert_eq!(refused.status, NotificationStatus::Failed);
+    }
+}

@@ -1,0 +1,233 @@
+//! PostgreSQL access for the notification service: all of its SQL, and the
+//! only writer of the `notifications` schema.
+
+use deadpool_postgres::{Pool, Transaction};
+use mart_schema::notification::{Notification, NotificationEvent, NotificationStatus};
+use mart_schema::{EventId, NotificationId, Service, UserId};
+use tokio_postgres::Row;
+
+use super::Email;
+use super::templates::Rendered;
+use crate::failure::Infra;
+use crate::outbox::Outbox;
+
+const COLUMNS: &str = "notification_id, user_id, template, subject, recipient, status, attempts, last_error, created_at, sent_at";
+
+fn read(row: &Row) -> Result<Notification, Infra> {
+    let status: String = row.get("status");
+    Ok(Notification {
+        id: row.get("notification_id"),
+        user_id: row.get("user_id"),
+        template: row.get("template"),
+        subject: row.get("subject"),
+        recipient: row.get("recipient"),
+        status: status.parse().map_err(Infra::bug)?,
+        attempts: row.get("attempts"),
+        last_error: row.get("last_error"),
+        created_at: row.get("created_at"),
+        sent_at: row.get("sent_at"),
+    })
+}
+
+/// One email to send, locked for this sender until its outcome is written.
+#[derive(Debug)]
+pub(crate) struct Due {
+    pub(crate) email: Email,
+    pub(crate) user: Option<UserId>,
+    pub(crate) template: String,
+    pub(crate) attempts: i32,
+}
+
+/// What became of one attempt at an email.
+#[derive(Debug)]
+pub(crate) struct Attempt {
+    pub(crate) status: NotificationStatus,
+    pub(crate) error: Option<String>,
+    /// Seconds until the next attempt, if it is still pending.
+    pub(crate) backoff_secs: i64,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct NotificationStore {
+    pub(crate) pool: Pool,
+    outbox: Outbox,
+}
+
+impl NotificationStore {
+    pub(crate) fn new(pool: Pool) -> Self {
+        Self {
+            pool,
+            outbox: Outbox::new(Service::Notifications),
+        }
+    }
+
+    /// Up to `limit` notifications after `after`, newest first.
+    pub(crate) async fn list(
+        &self,
+        user: Option<UserId>,
+        status: Option<NotificationStatus>,
+        after: Option<NotificationId>,
+        limit: i64,
+    ) -> Result<Vec<Notification>, Infra> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "select {COLUMNS} from notifications.notifications \
+                     where ($1::uuid is null or user_id = $1) and ($2::text is null or status = $2) \
+                       and ($3::uuid is null or notification_id < $3) \
+                     order by notification_id desc limit $4"
+                ),
+                &[&user, &status.map(NotificationStatus::as_str), &after, &limit],
+            )
+            .await?;
+        rows.iter().map(read).collect()
+    }
+
+    pub(crate) async fn get(&self, id: NotificationId) -> Result<Option<Notification>, Infra> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "select {COLUMNS} from notifications.notifications where notification_id = $1"
+                ),
+                &[&id],
+            )
+            .await?;
+        row.as_ref().map(read).transpose()
+    }
+
+    /// Keeps a user's name and address for the emails to come.
+    pub(crate) async fn remember(
+        &self,
+        user: UserId,
+        username: &str,
+        email: &str,
+    ) -> Result<(), Infra> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "insert into notifications.recipients (user_id, username, email) values ($1, $2, $3) \
+                 on conflict (user_id) do update set username = excluded.username, email = excluded.email, updated_at = now()",
+                &[&user, &username, &email],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn change_address(&self, user: UserId, email: &str) -> Result<(), Infra> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "update notifications.recipients set email = $2, updated_at = now() where user_id = $1",
+                &[&user, &email],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// A user's name and address, if kept.
+    pub(crate) async fn recipient(&self, user: UserId) -> Result<Option<(String, String)>, Infra> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "select username, email from notifications.recipients where user_id = $1",
+                &[&user],
+            )
+            .await?;
+        Ok(row.map(|row| (row.get(0), row.get(1))))
+    }
+
+    /// Writes the email once per (event, template); `true` if it is new.
+    pub(crate) async fn queue(
+        &self,
+        event: EventId,
+        template: &str,
+        user: Option<UserId>,
+        to: &str,
+        rendered: &Rendered,
+    ) -> Result<bool, Infra> {
+        let client = self.pool.get().await?;
+        let inserted = client
+            .execute(
+                "insert into notifications.notifications \
+                 (notification_id, event_id, template, user_id, recipient, subject, body_text, body_html) \
+                 values ($1, $2, $3, $4, $5, $6, $7, $8) on conflict (event_id, template) do nothing",
+                &[
+                    &NotificationId::new(),
+                    &event,
+                    &template,
+                    &user,
+                    &to,
+                    &rendered.subject,
+                    &rendered.text,
+                    &rendered.html,
+                ],
+            )
+            .await?;
+        Ok(inserted == 1)
+    }
+
+    /// The next email due, locked in `tx`: two nodes hosting notifications
+    /// never send the same row.
+    pub(crate) async fn next_due(&self, tx: &Transaction<'_>) -> Result<Option<Due>, Infra> {
+        let row = tx
+            .query_opt(
+                "select notification_id, user_id, template, recipient, subject, body_text, body_html, attempts \
+                 from notifications.notifications \
+                 where status = 'pending' and next_attempt_at <= now() \
+                 order by next_attempt_at limit 1 for update skip locked",
+                &[],
+            )
+            .await?;
+        Ok(row.map(|row| Due {
+            email: Email {
+                id: row.get(0),
+                to: row.get(3),
+                subject: row.get(4),
+                text: row.get(5),
+                html: row.get(6),
+            },
+            user: row.get(1),
+            template: row.get(2),
+            attempts: row.get(7),
+        }))
+    }
+
+    /// Records an attempt and, once the email is sent or failed for good,
+    /// publishes that; commits `tx`.
+    pub(crate) async fn finish(
+        &self,
+        tx: Transaction<'_>,
+        due: &Due,
+        attempt: Attempt,
+    ) -> Result<(), Infra> {
+        let id = due.email.id;
+        tx.execute(
+            "update notifications.notifications set status = $2, attempts = attempts + 1, last_error = $3, \
+               sent_at = case when $2 = 'sent' then now() else sent_at end, \
+               next_attempt_at = now() + make_interval(secs => $4) \
+             where notification_id = $1",
+            &[
+                &id,
+                &attempt.status.as_str(),
+                &attempt.error,
+                &(attempt.backoff_secs as f64),
+            ],
+        )
+        .await?;
+        let mut events = Vec::new();
+        if attempt.status != NotificationStatus::Pending {
+            events.push(NotificationEvent {
+                notification_id: id,
+                user_id: due.user,
+                template: due.template.clone(),
+                recipient: due.email.to.clone(),
+                status: attempt.status,
+                last_error: attempt.error,
+            });
+        }
+        self.outbox.commit(tx, &events).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,234 @@
+//! The user service's group member and what it does for each request.
+
+use std::sync::Arc;
+
+use mart_schema::user::{Caller, Credentials, Registration, Role, TokenGrant, User, UserError};
+use mart_schema::{FieldErrors, Page, PageRequest, Service, UserId};
+
+use super::store::{Changes, UserStore};
+use super::{UserChange, UsersMsg, rules};
+use crate::auth::TokenKeys;
+use crate::call::{Serve, answer_in_task};
+use crate::failure::{Failure, Infra};
+use crate::outbox::Outbox;
+
+type Outcome<T> = Result<T, Failure<UserError>>;
+
+/// The user service on this node; also used by the admin CLI.
+#[derive(Clone, Debug)]
+pub struct UserService {
+    store: UserStore,
+    keys: Arc<TokenKeys>,
+}
+
+impl Serve for UserService {
+    type Msg = UsersMsg;
+    const SERVICE: Service = Service::Users;
+
+    fn serve(&self, msg: UsersMsg) {
+        let s = self.clone();
+        match msg {
+            UsersMsg::Register(request, reply) => answer_in_task(
+                reply,
+                request,
+                move |_, r| async move { s.register(r).await },
+            ),
+            UsersMsg::IssueToken(request, reply) => answer_in_task(
+                reply,
+                request,
+                move |_, c| async move { s.issue_token(c).await },
+            ),
+            UsersMsg::Get(request, reply) => {
+                answer_in_task(reply, request, move |caller, id| async move {
+                    s.get(caller, id).await
+                })
+            }
+            UsersMsg::List(request, reply) => {
+                answer_in_task(reply, request, move |caller, page| async move {
+                    s.list(caller, page).await
+                })
+            }
+            UsersMsg::Update(request, reply) => {
+                answer_in_task(reply, request, move |caller, change| async move {
+                    s.update(caller, change).await
+                })
+            }
+            UsersMsg::Delete(request, reply) => {
+                answer_in_task(reply, request, move |caller, id| async move {
+                    s.delete(caller, id).await
+                })
+            }
+        }
+    }
+}
+
+impl UserService {
+    pub fn new(pool: deadpool_postgres::Pool, keys: Arc<TokenKeys>) -> Self {
+        Self {
+            store: UserStore::new(pool, Outbox::new(Service::Users)),
+            keys,
+        }
+    }
+
+    async fn register(&self, r: Registration) -> Outcome<User> {
+        let mut errors = FieldErrors::default();
+        rules::check_username(&mut errors, &r.username);
+        rules::check_email(&mut errors, "email", &r.email);
+        rules::check_password(&mut errors, &r.password);
+        errors.into_result().map_err(UserError::Invalid)?;
+        let hash = hash_password(r.password).await?;
+        self.store
+            .insert(&r.username, &r.email, &hash, Role::Customer)
+            .await
+    }
+
+    async fn issue_token(&self, c: Credentials) -> Outcome<TokenGrant> {
+        let found = self.store.find_login(c.username.trim()).await?;
+        // Verify against a dummy hash when the user is unknown, so the answer takes
+        // as long either way and does not reveal which usernames exist.
+        let (hash, user) = match found {
+            Some(stored) => (stored.password_hash, Some(stored.user)),
+            None => (DUMMY_HASH.to_owned(), None),
+        };
+        let matches = verify_password(c.password, hash).await?;
+        match (user, matches) {
+            (Some(user), true) => Ok(self.keys.issue(&user).map_err(Infra::bug)?),
+            _ => Err(UserError::BadCredentials.into()),
+        }
+    }
+
+    async fn get(&self, caller: Caller, id: UserId) -> Outcome<User> {
+        // Someone else's id looks like a missing one unless you are staff.
+        if !caller.may_act_for(id) {
+            return Err(UserError::NotFound.into());
+        }
+        self.store.get(id).await
+    }
+
+    async fn list(&self, caller: Caller, page: PageRequest) -> Outcome<Page<User>> {
+        if !caller.is_staff() {
+            return Err(UserError::Forbidden.into());
+        }
+        let limit = page.limit().map_err(UserError::Invalid)?;
+        let after = page.cursor_key::<UserId>().map_err(UserError::Invalid)?;
+        let items = self
+            .store
+            .list(after, PageRequest::overfetch(limit))
+            .await?;
+        Ok(Page::from_overfetch(items, limit, |u| u.id.to_string()))
+    }
+
+    async fn update(&self, caller: Caller, UserChange { id, patch }: UserChange) -> Outcome<User> {
+        if !caller.may_act_for(id) {
+            return Err(UserError::NotFound.into());
+        }
+        if patch.role.is_some() && !caller.is_staff() {
+            return Err(UserError::Forbidden.into());
+        }
+        let mut errors = FieldErrors::default();
+        if let Some(email) = &patch.email {
+            rules::check_email(&mut errors, "email", email);
+        }
+        if let Some(password) = &patch.password {
+            rules::check_password(&mut errors, password);
+        }
+        errors.into_result().map_err(UserError::Invalid)?;
+        let password_hash = match patch.password {
+            Some(password) => Some(hash_password(password).await?),
+            None => None,
+        };
+        let changes = Changes {
+            email: patch.email,
+            password_hash,
+            role: patch.role,
+        };
+        self.store.update(id, changes).await
+    }
+
+    async fn delete(&self, caller: Caller, id: UserId) -> Outcome<()> {
+        if !caller.is_staff() {
+            return Err(UserError::Forbidden.into());
+        }
+        self.store.delete(id).await
+    }
+
+    /// Makes sure an admin with this email exists: creates one (username = the
+    /// part before `@`) or promotes the existing account. Used at start-up with
+    /// `MART_ADMIN_EMAIL`/`MART_ADMIN_PASSWORD` and by `mart admin create`.
+    pub async fn ensure_admin(&self, email: &str, password: &str) -> Result<AdminOutcome, String> {
+        let mut errors = FieldErrors::default();
+        rules::check_email(&mut errors, "email", email);
+        rules::check_password(&mut errors, password);
+        if !errors.is_empty() {
+            return Err(errors.to_string());
+        }
+        let described = |e: Failure<UserError>| match e {
+            Failure::Rejected(no) => format!("{no:?}"),
+            Failure::Infra(infra) => infra.chain(),
+        };
+        if let Some(existing) = self.store.find_email(email).await.map_err(described)? {
+            if existing.role == Role::Admin {
+                return Ok(AdminOutcome::Existed(existing));
+            }
+            let changes = Changes {
+                role: Some(Role::Admin),
+                ..Changes::default()
+            };
+            let promoted = self
+                .store
+                .update(existing.id, changes)
+                .await
+                .map_err(described)?;
+            return Ok(AdminOutcome::Promoted(promoted));
+        }
+        let hash = hash_password(password.to_owned())
+            .await
+            .map_err(described)?;
+        let username = rules::username_from_email(email);
+        let user = self
+            .store
+            .insert(&username, email, &hash, Role::Admin)
+            .await
+            .map_err(described)?;
+        Ok(AdminOutcome::Created(user))
+    }
+}
+
+/// What [`UserService::ensure_admin`] did.
+#[derive(Debug, Clone)]
+pub enum AdminOutcome {
+    Created(User),
+    Promoted(User),
+    Existed(User),
+}
+
+/// A valid argon2id hash of a random password, used to spend the same time on
+/// unknown usernames as on known ones.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$6N3tQOJgF4t4O5gvdTq6kkBOV0J6yZB3Q0m3WcGT3TY";
+
+async fn hash_password(password: String) -> Outcome<String> {
+    tokio::task::spawn_blocking(move || {
+        use argon2::PasswordHasher;
+        argon2::Argon2::default()
+            .hash_password(password.as_bytes())
+            .map(|hash| hash.to_string())
+            .map_err(|e| Infra::bug(format!("hashing: {e}")))
+    })
+    .await
+    .map_err(|e| Infra::other("password hashing task", e))?
+    .map_err(Failure::Infra)
+}
+
+async fn verify_password(password: String, hash: String) -> Outcome<bool> {
+    tokio::task::spawn_blocking(move || {
+        use argon2::PasswordVerifier;
+        let parsed = argon2::password_hash::phc::PasswordHash::new(&hash)
+            .map_err(|e| Infra::bug(format!("stored hash: {e}")))?;
+        Ok(argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok())
+    })
+    .await
+    .map_err(|e| Infra::other("password hashing task", e))?
+    .map_err(Failure::Infra)
+}

@@ -1,0 +1,273 @@
+//! A node: built from its options, run until told to stop. `main` and the
+//! tests start nodes the same way.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use mart_actors::payments::PaymentDeps;
+use mart_actors::supervisor::SupervisorMsg;
+use mart_actors::{Hosted, ServiceDeps, ServiceSettings};
+use mart_schema::Service;
+use ractor::ActorRef;
+use tokio::net::TcpListener;
+
+use crate::config::NodeOptions;
+use crate::{Databases, admin, cluster, mail, stripe_gateway, stripe_server, token_keys};
+
+/// A node with everything started: databases migrated, cluster joined,
+/// hosted services running, the edge bound (not yet serving).
+#[derive(Debug)]
+pub struct App {
+    opts: NodeOptions,
+    dbs: Databases,
+    hosted: Arc<Hosted>,
+    membership: Option<Arc<cluster::Membership>>,
+    bridge: Option<ActorRef<SupervisorMsg>>,
+    edge: Option<TcpListener>,
+}
+
+impl App {
+    /// Opens (and migrates) the hosted services' databases, creates the
+    /// configured admin, joins the cluster, starts the hosted services and
+    /// the Kafka bridge, and binds the edge.
+    pub async fn build(opts: NodeOptions) -> anyhow::Result<App> {
+        let hosting = opts.services.0.clone();
+        let dbs = Databases::open(&opts, &hosting).await?;
+        if let (Some(email), Some(password), true) = (
+            &opts.admin_email,
+            &opts.admin_password,
+            hosting.contains(&Service::Users),
+        ) {
+            tracing::info!("{}", admin(&opts, &dbs, email, password).await?);
+        }
+        let membership = match opts.cluster_addr {
+            Some(addr) => Some(Arc::new(
+                cluster::Membership::join(
+                    &opts.node_name,
+                    addr,
+                    opts.cluster_advertise.clone(),
+                    opts.cookie.clone().unwrap_or_default(),
+                    opts.peers.clone(),
+                    tls_files(&opts),
+                )
+                .await?,
+            )),
+            None => None,
+        };
+        let deps = ServiceDeps {
+            mailer: match hosting.contains(&Service::Notifications) {
+                true => Some(mailer(&opts)?),
+                false => None,
+            },
+            payments: match hosting.contains(&Service::Payments) {
+                true => Some(payment_deps(&opts).await?),
+                false => None,
+            },
+            pools: dbs.pools.clone(),
+            keys: token_keys(&opts)?,
+            settings: ServiceSettings {
+                reservation_ttl: opts.reservation_ttl,
+            },
+        };
+        let hosted = Hosted::start(&opts.node_name, deps)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        tracing::info!(node = %opts.node_name, services = ?hosted.services(), "services started");
+        let bridge = start_bridge(&opts).await?;
+        let edge = match opts.http_addr.0 {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on --http-addr {addr}"))?,
+            ),
+            None => None,
+        };
+        Ok(App {
+            opts,
+            dbs,
+            hosted: Arc::new(hosted),
+            membership,
+            bridge,
+            edge,
+        })
+    }
+
+    /// Where the edge listens, if this node has one.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.edge.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Serves until `shutdown` completes, then leaves the cluster gracefully.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        match self.edge {
+            Some(listener) => {
+                let (membership, me, peers) = (
+                    self.membership.clone(),
+                    self.opts.node_name.clone(),
+                    self.opts.peers.clone(),
+                );
+                let cluster: mart_http::ClusterView = Arc::new(move || {
+                    let (membership, me, peers) = (membership.clone(), me.clone(), peers.clone());
+                    Box::pin(async move { cluster::view(membership.as_deref(), &me, &peers).await })
+                });
+                let keys = token_keys(&self.opts)?;
+                let state = mart_http::AppState::new(
+                    keys,
+                    self.opts.call_timeout,
+                    self.hosted.clone(),
+                    cluster,
+                );
+                let app = mart_http::router(state);
+                tracing::info!("edge listening on http://{}", listener.local_addr()?);
+                axum::serve(
+                    listener,
+                    axum::ServiceExt::<axum::extract::Request>::into_make_service(app),
+                )
+                .with_graceful_shutdown(shutdown)
+                .await?;
+            }
+            None => shutdown.await,
+        }
+        tracing::info!("shutting down");
+        // Not behind Arc::try_unwrap: a clone still held by a connection task
+        // would silently skip the graceful leave, and with it the outbox flush and
+        // the wait for actors mid-message (a mail sent twice by the next owner).
+        let leaving = std::time::Instant::now();
+        self.hosted.stop().await;
+        tracing::info!(took = ?leaving.elapsed(), "services stopped");
+        if let Some(bridge) = self.bridge {
+            bridge.stop(Some("node shutting down".into()));
+        }
+        if let Some(membership) = self.membership {
+            membership.leave();
+        }
+        self.dbs.close();
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+fn tls_files(opts: &NodeOptions) -> Option<cluster::TlsFiles> {
+    match (
+        &opts.cluster_tls_cert,
+        &opts.cluster_tls_key,
+        &opts.cluster_tls_ca,
+    ) {
+        (Some(cert), Some(key), Some(ca)) => Some(cluster::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+        }),
+        _ => None,
+    }
+}
+
+/// The Kafka bridge, when brokers are configured; off (said once) otherwise.
+async fn start_bridge(
+    opts: &NodeOptions,
+) -> anyhow::Result<Option<ractor::ActorRef<mart_actors::supervisor::SupervisorMsg>>> {
+    let Some(brokers) = opts.kafka_brokers.clone() else {
+        tracing::info!(
+            "MART_KAFKA_BROKERS is unset: the Kafka bridge is off; the outboxes keep every event for when it is on"
+        );
+        return Ok(None);
+    };
+    let brokers = if brokers == "embedded" {
+        let bootstrap = mart_bridge::dev_broker().map_err(anyhow::Error::msg)?;
+        tracing::warn!(%bootstrap, "Kafka: embedded mock cluster, in memory only, NOT durable");
+        bootstrap
+    } else {
+        brokers
+    };
+    let config = mart_bridge::BridgeConfig {
+        brokers,
+        topic_prefix: opts.kafka_topic_prefix.clone(),
+        partitions: opts.kafka_partitions,
+        replication: opts.kafka_replication,
+        settings: mart_bridge::BridgeConfig::librdkafka_settings_from_env(),
+    };
+    mart_bridge::ensure_topics(&config).await;
+    let child = mart_actors::supervisor::ChildSpec::new("kafka", move |parent| {
+        let config = config.clone();
+        async move { mart_bridge::start(config, Some(parent)).await }
+    });
+    let supervisor = mart_actors::supervisor::Supervisor::start(
+        "mart.bridge.supervisor".into(),
+        vec![child],
+        None,
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
+    Ok(Some(supervisor))
+}
+
+/// How mail leaves: SMTP when configured, else `.eml` files in the data directory.
+fn mailer(opts: &NodeOptions) -> anyhow::Result<Arc<dyn mart_actors::notifications::Mailer>> {
+    match &opts.smtp_url {
+        Some(url) => Ok(Arc::new(mail::LettreMailer::smtp(url, &opts.mail_from)?)),
+        None => {
+            let dir = opts.data_dir.join("mail");
+            tracing::info!(dir = %dir.display(), "MART_SMTP_URL is unset: mail is written to files");
+            Ok(Arc::new(mail::LettreMailer::files(&dir, &opts.mail_from)?))
+        }
+    }
+}
+
+/// The payment provider: Stripe when a key is set, else mart's own Stripe test
+/// server, started here.
+async fn payment_deps(opts: &NodeOptions) -> anyhow::Result<PaymentDeps> {
+    let public_url = opts
+        .public_url
+        .clone()
+        .unwrap_or_else(|| match opts.http_addr.0 {
+            Some(addr) => format!("http://{addr}"),
+            None => "http://127.0.0.1:8080".to_owned(),
+        });
+    let reconcile_after = opts.payment_reconcile_after;
+    if let Some(key) = &opts.stripe_secret_key {
+        if opts.stripe_webhook_secret.is_empty() {
+            anyhow::bail!(
+                "MART_STRIPE_SECRET_KEY needs MART_STRIPE_WEBHOOK_SECRET (whsec_...) to verify webhooks"
+            );
+        }
+        let gateway = stripe_gateway::StripeGateway::new(key, opts.stripe_api_base.as_deref())?;
+        return Ok(PaymentDeps {
+            gateway: Arc::new(gateway),
+            public_url,
+            webhook_secrets: opts.stripe_webhook_secret.clone(),
+            reconcile_after,
+        });
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let api_key = format!("sk_test_mart_{}", uuid::Uuid::new_v4().simple());
+    let webhook_secret = format!("whsec_{}", uuid::Uuid::new_v4().simple());
+    let config = stripe_server::StripeTestConfig {
+        api_key: api_key.clone(),
+        webhook_url: Some(format!(
+            "{}/stripe/webhook",
+            public_url.trim_end_matches('/')
+        )),
+        webhook_secret: webhook_secret.clone(),
+        public_base: base.clone(),
+    };
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, stripe_server::router(config)).await {
+            tracing::error!(error = %e, "Stripe test server stopped");
+        }
+    });
+    tracing::warn!(
+        stripe = %base,
+        "TEST MODE: MART_STRIPE_SECRET_KEY is unset, so payments go to mart's own Stripe test server; no money moves"
+    );
+    Ok(PaymentDeps {
+        gateway: Arc::new(stripe_gateway::StripeGateway::new(&api_key, Some(&base))?),
+        public_url,
+        webhook_secrets: vec![webhook_secret],
+        reconcile_after,
+    })
+}
