@@ -2,13 +2,17 @@
 //! redirects `/stripe-callback/payment-success/` and `/payment-fail/`, and the
 //! webhook `/stripe/webhook`.
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
+use mart_schema::order::OrderStatus;
 use mart_schema::payment::{Payment, PaymentOutcome, PaymentRequest, PaymentStatus};
-use mart_schema::{FieldErrors, PaymentId};
+use mart_schema::user::Caller;
+use mart_schema::{FieldErrors, OrderId, PaymentId};
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -118,7 +122,25 @@ async fn payment_success(
     Query(callback): Query<Callback>,
 ) -> Result<Response, ApiError> {
     let outcome = state.payments.confirm(session_of(callback)?).await?;
+    if outcome.status == PaymentStatus::Succeeded {
+        order_hears_of_it(&state, outcome.order_id).await;
+    }
     Ok(render(&headers, outcome))
+}
+
+/// The order service learns of a payment from `payment.succeeded` on the
+/// outbox, usually within milliseconds. A shopper sent back here reads their
+/// order next, so wait (briefly, at most a second) until it shows the payment.
+async fn order_hears_of_it(state: &AppState, order: OrderId) {
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(1);
+    while tokio::time::Instant::now() < give_up {
+        match state.orders.get(Caller::Service, order).await {
+            Ok(order) if order.status == OrderStatus::AwaitingPayment => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            _ => return,
+        }
+    }
 }
 
 /// Where Stripe sends the shopper who cancelled. The order can still be paid.
