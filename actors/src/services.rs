@@ -23,6 +23,7 @@ use crate::outbox::{Dispatcher, DispatcherArgs, dispatcher_name};
 use crate::owners;
 use crate::payments::{PaymentDeps, PaymentService, Reconciler};
 use crate::products::ProductService;
+use crate::products::cache::CacheKeeper;
 use crate::supervisor::{ChildSpec, Supervisor, SupervisorMsg};
 use crate::users::UserService;
 
@@ -88,7 +89,8 @@ pub struct Readiness {
 impl Hosted {
     /// Starts a root supervisor named after the node, hosting `deps.pools`' services.
     pub async fn start(node: &str, deps: ServiceDeps) -> Result<Self, String> {
-        let mut groups = Vec::new();
+        // Every node reads the catalog (the edge, orders' prices) from memory.
+        let mut groups = vec![unnamed("catalog-cache", CacheKeeper, ())];
         for (&service, pool) in &deps.pools {
             let children = service_children(node, service, pool.clone(), &deps)?;
             let name = format!("{}.supervisor", service.group());

@@ -108,7 +108,14 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
             let cause = self.cause.as_deref().unwrap_or(&self.detail);
-            tracing::error!(status = self.status.as_u16(), %cause, "request failed");
+            let request_id = crate::access::request_id();
+            let status = self.status.as_u16();
+            if self.header == Some(ExtraHeader::RetryAfter) {
+                // Expected now and then (a peer going away): the client retries.
+                tracing::warn!(%request_id, status, %cause, "request failed");
+            } else {
+                tracing::error!(%request_id, status, %cause, "request failed");
+            }
         }
         let problem = Problem {
             type_: format!("urn:mart:problem:{}", self.kind),

@@ -1,12 +1,14 @@
 //! mart's REST edge: translates HTTP into service calls. No business rules here.
 //!
 //! - [`router`] builds the whole app: routes, OpenAPI document, and the layers
-//!   every request goes through (request id, tracing span, body limit, panic
+//!   every request goes through (request id, deadline and access log in
+//!   `access`, body limit, panic
 //!   guard, trailing-slash tolerance).
 //! - `users`, `products`, `inventory`, `orders`, `payments`, `notifications`, `health`: routes per area.
 //! - [`error`]: `ApiError`, rendered as RFC 9457 problem documents.
 //! - [`extract`]: body/query/bearer extractors whose rejections are problems.
 
+mod access;
 pub mod error;
 pub mod extract;
 mod health;
@@ -32,8 +34,6 @@ use tower::Layer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
@@ -148,26 +148,16 @@ pub fn router(state: AppState) -> NormalizePath<Router> {
             )
         })
         .with_state(state)
-        // The request's deadline, which every call made for it inherits.
-        .layer(axum::middleware::from_fn(move |req: Request, next: Next| {
-            let until = tokio::time::Instant::now() + deadline;
-            mart_actors::call::within(until, next.run(req))
-        }))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal("a handler panicked").into_response()
         }))
         .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            let id = req
-                .headers()
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
-            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
-        }).on_response(DefaultOnResponse::new().level(Level::INFO))
-        // ApiError logs each 5xx once, with its cause.
-        .on_failure(()))
+        // The request's deadline (every call made for it inherits it), its
+        // id for the log, and one log line when it fails or is slow.
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| access::serve(req, next, deadline),
+        ))
         .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid));
     // The seed's paths end in '/', ours do not: accept both.
     NormalizePathLayer::trim_trailing_slash().layer(app)

@@ -3,8 +3,8 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use mart_schema::product::{NewProduct, Product, ProductPatch, ProductQuery};
 use mart_schema::{Page, ProductId};
 use utoipa_axum::router::OpenApiRouter;
@@ -43,15 +43,42 @@ async fn list_products(
     Ok(Json(state.products.list(query).await?))
 }
 
-/// One product.
+/// One product. Send the `ETag` back as `If-None-Match` to get `304` while
+/// it is unchanged.
 #[utoipa::path(get, path = "/products/{id}", tag = "products",
-    params(("id" = String, Path, description = "product id")),
-    responses((status = 200, body = Product), (status = 404, body = Problem)))]
+    params(("id" = String, Path, description = "product id"),
+           ("If-None-Match" = Option<String>, Header, description = "an ETag of this product")),
+    responses((status = 200, body = Product), (status = 304, description = "unchanged"),
+              (status = 404, body = Problem)))]
 async fn get_product(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Product>, ApiError> {
-    Ok(Json(state.products.get(product_id(&id)?).await?))
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let view = state.products.view(product_id(&id)?).await?;
+    let etag = HeaderValue::from_str(&view.etag).map_err(ApiError::internal)?;
+    // Browsers may keep it, but ask again each time: a change shows at once.
+    let cache = (header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    let unchanged = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|tag| tag.trim().trim_start_matches("W/"))
+        .any(|tag| tag == view.etag || tag == "*");
+    if unchanged {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag), cache]).into_response());
+    }
+    let json = (
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok((
+        StatusCode::OK,
+        [(header::ETAG, etag), cache, json],
+        view.json.clone(),
+    )
+        .into_response())
 }
 
 /// Change a product (admin); only the fields present change.

@@ -459,3 +459,92 @@ async fn a_product_created_while_inventory_is_down_gets_its_stock_when_it_return
         json!({"product_id": id, "on_hand": 12, "reserved": 0, "available": 12})
     );
 }
+
+/// Product reads come from each node's memory: a change made through one
+/// node shows on the other within a second and at once to its maker; an
+/// archived product is gone everywhere once its delete returned; an
+/// unchanged product answers `If-None-Match` with 304.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_serves_the_catalog_from_memory_and_never_stale() {
+    let db = TestDb::empty().await;
+    let a_port = free_port();
+    let a = Node::start(NodeSpec {
+        name: "node-a".into(),
+        cluster_port: Some(a_port),
+        cookie: Some(COOKIE.into()),
+        ..NodeSpec::single(&db.url)
+    })
+    .await;
+    let b = Node::start(NodeSpec {
+        name: "node-b".into(),
+        services: "none".into(),
+        cluster_port: Some(free_port()),
+        peers: vec![a_port],
+        cookie: Some(COOKIE.into()),
+        http: true,
+        ..NodeSpec::default()
+    })
+    .await;
+    b.wait_ready(Duration::from_secs(30)).await;
+    let (via_a, via_b) = (Api::new(&a.http), Api::new(&b.http));
+    let admin = via_a.admin_token().await;
+    let mug = create(&via_a, &admin, json!({"name": "Mug", "price": 1000})).await;
+    let path = format!("/products/{}", mug["id"].as_str().expect("id"));
+
+    // Warm on both nodes; the ETag revalidates.
+    let first = via_b.get(&path, None).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(first.headers()["cache-control"], "no-cache");
+    let etag = first.headers()["etag"].to_str().expect("etag").to_owned();
+    let again = reqwest::Client::new()
+        .get(via_b.url(&path))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(via_a.get_json(&path, None).await["price"], 1000);
+
+    // The maker sees its change at once; the other node within a second.
+    let changed = via_a.patch(&path, &admin, json!({"price": 1200})).await;
+    assert_eq!(changed.status(), StatusCode::OK);
+    assert_eq!(via_a.get_json(&path, None).await["price"], 1200);
+    let changed_at = std::time::Instant::now();
+    loop {
+        let price = via_b.get_json(&path, None).await["price"].clone();
+        if price == 1200 {
+            break;
+        }
+        assert!(
+            changed_at.elapsed() < Duration::from_secs(1),
+            "node b still serves {price} a second after the change"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stale = reqwest::Client::new()
+        .get(via_b.url(&path))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(
+        stale.status(),
+        StatusCode::OK,
+        "a changed product is sent again"
+    );
+
+    // A repeated first page comes from memory and still sees changes.
+    let page = via_b.get_json("/products?sort=price", None).await;
+    assert_eq!(page["items"][0]["price"], 1200);
+
+    // Archived through b: gone on both the moment the delete returned.
+    assert_eq!(
+        via_b.delete(&path, &admin).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    for api in [&via_a, &via_b] {
+        assert_eq!(api.get(&path, None).await.status(), StatusCode::NOT_FOUND);
+        let page = api.get_json("/products?sort=price", None).await;
+        assert_eq!(page["items"], json!([]), "{page}");
+    }
+}

@@ -79,10 +79,16 @@ pub fn migrations(service: Service) -> Result<Vec<Migration>, DbError> {
             "V2__users",
             include_str!("../migrations/users/V2__users.sql"),
         )],
-        Service::Products => &[(
-            "V2__products",
-            include_str!("../migrations/products/V2__products.sql"),
-        )],
+        Service::Products => &[
+            (
+                "V2__products",
+                include_str!("../migrations/products/V2__products.sql"),
+            ),
+            (
+                "V3__changes_feed",
+                include_str!("../migrations/products/V3__changes_feed.sql"),
+            ),
+        ],
         Service::Inventory => &[
             (
                 "V2__inventory",

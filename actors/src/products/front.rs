@@ -5,6 +5,7 @@ use mart_schema::product::{NewProduct, Product, ProductError, ProductQuery};
 use mart_schema::user::Caller;
 use mart_schema::{Currency, FieldErrors, Page, ProductId, Service};
 
+use super::cache::{self, ProductState};
 use super::rules::{self, MAX_STOCK};
 use super::store::{Key, ProductStore};
 use super::{ProductChange, ProductsMsg};
@@ -52,7 +53,20 @@ impl Serve for ProductService {
                     s.delete(caller, id).await
                 })
             }
+            ProductsMsg::Changes(request, reply) => {
+                answer_in_task(reply, request, move |_, asked| async move {
+                    s.store.changed_since(asked.since).await
+                })
+            }
         }
+    }
+}
+
+fn live(product: &Product) -> ProductState {
+    ProductState {
+        id: product.id,
+        updated_at: product.updated_at,
+        product: Some(product.clone()),
     }
 }
 
@@ -85,9 +99,12 @@ impl ProductService {
         errors.into_result().map_err(ProductError::Invalid)?;
         let currency = currency.unwrap_or(Currency::USD);
         let name = new.name.trim();
-        self.store
+        let store = &self.store;
+        let product = store
             .insert(name, &new.description, new.price, currency, stock)
-            .await
+            .await?;
+        cache::publish(live(&product), false).await;
+        Ok(product)
     }
 
     async fn list(&self, query: ProductQuery) -> Outcome<Page<Product>> {
@@ -109,13 +126,24 @@ impl ProductService {
         let currency = rules::parse_currency(&mut errors, patch.currency.as_deref());
         errors.into_result().map_err(ProductError::Invalid)?;
         let name = patch.name.map(|n| n.trim().to_owned());
-        self.store
+        let store = &self.store;
+        let product = store
             .update(id, name, patch.description, patch.price, currency)
-            .await
+            .await?;
+        cache::publish(live(&product), false).await;
+        Ok(product)
     }
 
+    /// Archives a product, and answers once no node's cache serves it.
     async fn delete(&self, caller: Caller, id: ProductId) -> Outcome<()> {
         staff_only(&caller)?;
-        self.store.archive(id).await
+        let updated_at = self.store.archive(id).await?;
+        let archived = ProductState {
+            id,
+            updated_at,
+            product: None,
+        };
+        cache::publish(archived, true).await;
+        Ok(())
     }
 }

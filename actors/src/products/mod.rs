@@ -7,10 +7,16 @@
 //! - `store`: all of the service's SQL (keyset pages).
 //! - `rules`: what makes a product or a listing request acceptable, and the
 //!   opaque cursors (pure).
+//! - `cache`: the catalog in memory on every node, kept fresh by the
+//!   service's change notices and a look at the changes every 250 ms; the
+//!   handle reads through it.
 
+pub mod cache;
 mod front;
 mod rules;
 mod store;
+
+use std::sync::Arc;
 
 use mart_schema::product::{NewProduct, Product, ProductError, ProductPatch, ProductQuery};
 use mart_schema::user::Caller;
@@ -18,7 +24,9 @@ use mart_schema::{Page, ProductId, Service};
 use ractor::RpcReplyPort;
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 
+use cache::{CATALOG, CatalogChanges, ProductState, ProductView};
 pub(crate) use front::ProductService;
 
 use crate::call::{CallError, Request, ServiceClient};
@@ -32,6 +40,14 @@ rejection!(ProductError);
 pub struct ProductChange {
     pub id: ProductId,
     pub patch: ProductPatch,
+}
+
+/// Which changes a cache keeper asks for: all since `since` (`None`: only
+/// the time to ask from next).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct ChangesSince {
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub since: Option<OffsetDateTime>,
 }
 
 /// The product service's mailbox.
@@ -62,6 +78,11 @@ pub enum ProductsMsg {
         Wire<Request<ProductId>>,
         RpcReplyPort<Wire<Result<(), Refusal<ProductError>>>>,
     ),
+    #[rpc]
+    Changes(
+        Wire<Request<ChangesSince>>,
+        RpcReplyPort<Wire<Result<CatalogChanges, Refusal<ProductError>>>>,
+    ),
 }
 
 /// Handle on the product service, wherever it runs.
@@ -86,17 +107,46 @@ impl Products {
     }
 
     pub async fn create(&self, caller: Caller, product: NewProduct) -> Answer<Product> {
-        self.client.ask(caller, product, ProductsMsg::Create).await
+        let created = self
+            .client
+            .ask(caller, product, ProductsMsg::Create)
+            .await?;
+        // Read-your-writes on this node, whatever the keeper has heard.
+        CATALOG.remember_view(ProductView::of(created.clone()));
+        Ok(created)
     }
 
+    /// One product, from this node's catalog cache when it may serve.
     pub async fn get(&self, id: ProductId) -> Answer<Product> {
-        let caller = Caller::Anonymous;
-        self.client.ask(caller, id, ProductsMsg::Get).await
+        self.view(id).await.map(|view| view.product.clone())
     }
 
-    pub async fn list(&self, query: ProductQuery) -> Answer<Page<Product>> {
+    /// One product ready to send (its JSON and `ETag`).
+    pub async fn view(&self, id: ProductId) -> Answer<Arc<ProductView>> {
+        match CATALOG.product(id) {
+            Some(Some(view)) => return Ok(view),
+            Some(None) => return Err(CallError::Rejected(ProductError::NotFound)),
+            None => {}
+        }
         let caller = Caller::Anonymous;
-        self.client.ask(caller, query, ProductsMsg::List).await
+        let product = self.client.ask(caller, id, ProductsMsg::Get).await?;
+        let view = ProductView::of(product);
+        CATALOG.remember_view(view.clone());
+        Ok(view)
+    }
+
+    /// A page of the catalog; a page asked for before, unchanged since, from
+    /// memory.
+    pub async fn list(&self, query: ProductQuery) -> Answer<Page<Product>> {
+        if let Some(page) = CATALOG.listing(&query) {
+            return Ok(Page::clone(&page));
+        }
+        let generation = CATALOG.generation();
+        let caller = Caller::Anonymous;
+        let asked = query.clone();
+        let page = self.client.ask(caller, asked, ProductsMsg::List).await?;
+        CATALOG.remember_listing(&query, page.clone(), generation);
+        Ok(page)
     }
 
     pub async fn update(
@@ -106,10 +156,27 @@ impl Products {
         patch: ProductPatch,
     ) -> Answer<Product> {
         let change = ProductChange { id, patch };
-        self.client.ask(caller, change, ProductsMsg::Update).await
+        let updated = self.client.ask(caller, change, ProductsMsg::Update).await?;
+        CATALOG.remember_view(ProductView::of(updated.clone()));
+        Ok(updated)
     }
 
+    /// Archives a product; once this returns no node serves it.
     pub async fn delete(&self, caller: Caller, id: ProductId) -> Answer<()> {
-        self.client.ask(caller, id, ProductsMsg::Delete).await
+        self.client.ask(caller, id, ProductsMsg::Delete).await?;
+        let archived = ProductState {
+            id,
+            updated_at: OffsetDateTime::now_utc(),
+            product: None,
+        };
+        CATALOG.remember(archived);
+        Ok(())
+    }
+
+    /// What changed since `since` (for the cache keepers).
+    pub(crate) async fn changes(&self, since: Option<OffsetDateTime>) -> Answer<CatalogChanges> {
+        let asked = ChangesSince { since };
+        let caller = Caller::Service;
+        self.client.ask(caller, asked, ProductsMsg::Changes).await
     }
 }

@@ -9,6 +9,7 @@ use postgres_types::ToSql;
 use time::OffsetDateTime;
 use tokio_postgres::Row;
 
+use super::cache::{CatalogChanges, ProductState};
 use crate::failure::{Failure, Infra};
 use crate::outbox::Outbox;
 
@@ -228,13 +229,14 @@ impl ProductStore {
         Ok(product)
     }
 
-    pub(crate) async fn archive(&self, id: ProductId) -> StoreResult<()> {
+    /// Archives a product; answers when (the database's clock).
+    pub(crate) async fn archive(&self, id: ProductId) -> StoreResult<OffsetDateTime> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let row = tx
             .query_opt(
                 "update products.products set archived_at = now(), updated_at = now() \
-                 where product_id = $1 and archived_at is null returning price, currency",
+                 where product_id = $1 and archived_at is null returning price, currency, updated_at",
                 &[&id],
             )
             .await?
@@ -246,6 +248,42 @@ impl ProductStore {
             currency: currency.parse().map_err(Infra::bug)?,
         });
         self.outbox.commit(tx, &[event]).await?;
-        Ok(())
+        Ok(row.get(2))
+    }
+
+    /// Every product changed after `since` (archived ones as `None`), and
+    /// the database's time to ask from next.
+    pub(crate) async fn changed_since(
+        &self,
+        since: Option<OffsetDateTime>,
+    ) -> StoreResult<CatalogChanges> {
+        let client = self.pool.get().await?;
+        let as_of: OffsetDateTime = client.query_one("select now()", &[]).await?.get(0);
+        let Some(since) = since else {
+            return Ok(CatalogChanges {
+                as_of,
+                changed: Vec::new(),
+            });
+        };
+        let rows = client
+            .query(
+                &format!(
+                    "select {COLUMNS}, archived_at is not null as archived from products.products \
+                     where updated_at > $1"
+                ),
+                &[&since],
+            )
+            .await?;
+        let mut changed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let product = to_product(row)?;
+            let archived: bool = row.get("archived");
+            changed.push(ProductState {
+                id: product.id,
+                updated_at: product.updated_at,
+                product: (!archived).then_some(product),
+            });
+        }
+        Ok(CatalogChanges { as_of, changed })
     }
 }
