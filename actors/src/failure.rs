@@ -30,6 +30,9 @@ pub enum Infra {
     /// an answer of the wrong kind): a bug.
     #[error("{0}")]
     Bug(String),
+    /// One failure shared by several requests (a batch they were written in).
+    #[error(transparent)]
+    Shared(std::sync::Arc<Infra>),
     /// A provider or library failed in a way a retry will not fix.
     #[error("{what}")]
     Other {
@@ -59,6 +62,7 @@ impl Infra {
             // An error PostgreSQL reported is about the statement; anything
             // else is the connection.
             Infra::Database(e) => e.as_db_error().is_none(),
+            Infra::Shared(inner) => inner.is_transient(),
             Infra::Remote { .. } | Infra::Bug(_) | Infra::Other { .. } => false,
         }
     }

@@ -18,6 +18,8 @@
 //! - [`owners`]: which node owns an entity (a product's stock, an order):
 //!   rendezvous hashing over the live owner routers, fenced in PostgreSQL.
 //! - [`auth`]: signing and verifying access tokens.
+//! - `batch`: group commit — a node's writes of one kind (stock, new orders)
+//!   that queue up while a transaction is written go together in the next.
 //! - [`idempotency`]: `Idempotency-Key` handling for requests that create things.
 //! - [`users`], [`products`], [`inventory`], [`orders`], [`payments`],
 //!   [`notifications`]: the services, each laid out the same way: `mod.rs`
@@ -31,6 +33,7 @@
 //! PostgreSQL.
 
 pub mod auth;
+mod batch;
 pub mod call;
 mod entities;
 pub mod failure;

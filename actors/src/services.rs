@@ -11,14 +11,17 @@ use ractor::{Actor, ActorRef};
 
 use crate::auth::TokenKeys;
 use crate::call::{Front, Serve};
+use crate::batch::{BatchWrite, GroupCommit};
 use crate::inventory::{
-    CATALOG_SUBSCRIBER, CatalogSubscriber, InventoryService, StockRouter, StockStore,
+    CATALOG_SUBSCRIBER, CatalogSubscriber, InventoryService, StockRouter, StockStore, StockWriter,
 };
 use crate::notifications::{
     MailSender, Mailer, NotificationService, NotificationStore, NotificationSubscriber, SENDER,
     SUBSCRIBER,
 };
-use crate::orders::{OrderDeps, OrderRouter, OrderService, PAYMENTS_SUBSCRIBER, PaymentSubscriber};
+use crate::orders::{
+    OrderDeps, OrderRouter, OrderService, OrderWriter, PAYMENTS_SUBSCRIBER, PaymentSubscriber,
+};
 use crate::outbox::{Dispatcher, DispatcherArgs, dispatcher_name};
 use crate::owners;
 use crate::payments::{PaymentDeps, PaymentService, Reconciler};
@@ -211,6 +214,7 @@ fn service_children(
         Service::Products => children.push(front(ProductService::new(pool))),
         Service::Inventory => {
             let store = StockStore::new(pool);
+            children.push(group_commit(StockWriter(store.clone())));
             let router = owners::router_name(Service::Inventory, node);
             children.push(named("router", router, StockRouter, store.clone()));
             children.push(front(InventoryService::new(store.clone())));
@@ -226,6 +230,7 @@ fn service_children(
             };
             let router = owners::router_name(Service::Orders, node);
             children.push(named("router", router, OrderRouter, actor_deps));
+            children.push(group_commit(OrderWriter(orders.store.clone())));
             let payments = orders.payments.clone();
             let subscriber = PAYMENTS_SUBSCRIBER.to_owned();
             children.push(named("payments", subscriber, PaymentSubscriber, payments));
@@ -260,6 +265,11 @@ fn service_children(
         }
     }
     Ok(children)
+}
+
+/// A node's group-commit writer of `writer`'s items, found by its name.
+fn group_commit<W: BatchWrite + std::fmt::Debug>(writer: W) -> ChildSpec {
+    named("writer", W::NAME.to_owned(), GroupCommit::<W>::new(), writer)
 }
 
 /// The service's group member, serving `service`'s requests.

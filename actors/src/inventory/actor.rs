@@ -24,7 +24,9 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use time::OffsetDateTime;
 
 use super::state::{self, Levels, Line, OpDone, Scratch, StockOp};
-use super::store::StockStore;
+use super::store::{StockStore, StockWrite};
+use super::writer::StockWriter;
+use crate::batch;
 use crate::owners::{Owned, Written};
 
 /// A stock actor with nothing to do for this long stops; its product's state
@@ -214,8 +216,13 @@ impl StockState {
             events.append(&mut published);
             answers.push((reply, answer));
         }
-        let loaded = scratch.levels.version;
-        match self.args.store.write(&scratch, loaded, &events).await? {
+        let write = StockWrite {
+            product_id,
+            levels: scratch.levels.clone(),
+            lines: scratch.touched.clone(),
+            events,
+        };
+        match batch::write::<StockWriter>(write).await? {
             Written::Fenced => {
                 tracing::info!(product = %product_id, "ownership moved; handing over");
                 let moved = || Owned::Moved(format!("product {product_id} moved to another owner"));
@@ -283,6 +290,7 @@ impl StockState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::{BatchWrite, GroupCommit};
     use mart_schema::db::testing::TestDb;
     use ractor::rpc::CallResult;
 
@@ -325,10 +333,13 @@ mod tests {
             )
             .await
             .expect("stock");
-        let args = StockArgs {
-            product_id,
-            store: StockStore::new(db.pool.clone()),
-        };
+        let store = StockStore::new(db.pool.clone());
+        let name = Some(<StockWriter as BatchWrite>::NAME.to_owned());
+        let writer = GroupCommit::<StockWriter>::new();
+        let (writer, _) = Actor::spawn(name, writer, StockWriter(store.clone()))
+            .await
+            .expect("writer");
+        let args = StockArgs { product_id, store };
         let (stale, stale_handle) = Actor::spawn(None, StockActor, args.clone())
             .await
             .expect("first owner");
@@ -371,5 +382,6 @@ mod tests {
             (5, 5, 3)
         );
         owner.stop(None);
+        writer.stop(None);
     }
 }

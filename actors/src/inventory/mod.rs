@@ -14,6 +14,8 @@
 //! - `catalog`: creates stock records from `product.created` events (delivered
 //!   through the product outbox, so a product created while inventory was down
 //!   still gets its stock) and archives them on `product.deleted`.
+//! - `writer`: group commit — the batches of every product this node owns,
+//!   written together, each still fenced by its own version.
 //! - `store`: all of the service's SQL.
 
 mod actor;
@@ -22,6 +24,7 @@ mod front;
 mod router;
 mod state;
 mod store;
+mod writer;
 
 use mart_schema::inventory::{
     InventoryError, Reservation, ReserveRequest, StockChange, StockLevels,
@@ -36,6 +39,7 @@ pub(crate) use catalog::{CATALOG_SUBSCRIBER, CatalogSubscriber};
 pub(crate) use front::InventoryService;
 pub(crate) use router::StockRouter;
 pub(crate) use store::StockStore;
+pub(crate) use writer::StockWriter;
 
 use crate::call::{CallError, Request, ServiceClient};
 use crate::failure::{Refusal, rejection};

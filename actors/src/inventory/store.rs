@@ -1,18 +1,28 @@
 //! PostgreSQL access for the inventory service: all of its SQL, and the only
 //! writer of the `inventory` schema.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Pool, Transaction};
 use mart_schema::inventory::{InventoryEvent, LineStatus, ReservedLine};
 use mart_schema::product::{ProductCreated, ProductDeleted};
 use mart_schema::{EventEnvelope, OrderId, ProductId, Service};
 use time::OffsetDateTime;
 
-use super::state::{Levels, Line, Scratch};
+use super::state::{Levels, Line};
 use crate::failure::Infra;
 use crate::outbox::Outbox;
 use crate::owners::Written;
+
+/// One product's decided batch, to be written: its new levels (with the
+/// version they were decided on), the lines it changed, its events.
+#[derive(Debug)]
+pub(crate) struct StockWrite {
+    pub(crate) product_id: ProductId,
+    pub(crate) levels: Levels,
+    pub(crate) lines: BTreeMap<OrderId, Line>,
+    pub(crate) events: Vec<InventoryEvent>,
+}
 
 #[derive(Clone, Debug)]
 pub(crate) struct StockStore {
@@ -103,59 +113,80 @@ impl StockStore {
         Ok(found)
     }
 
-    /// Writes a decided batch (levels, changed lines, events) in one
-    /// transaction, if nobody wrote the product since `loaded_version`.
-    pub(crate) async fn write(
-        &self,
-        batch: &Scratch,
-        loaded_version: i64,
-        events: &[InventoryEvent],
-    ) -> Result<Written, Infra> {
+    /// Writes the decided batches of several products (levels, changed
+    /// lines, events) in one transaction. Each product's write is a
+    /// compare-and-set on its version: those another actor wrote since are
+    /// left out, lines and events included. Answers which were written.
+    pub(crate) async fn write_batch(&self, batches: &[StockWrite]) -> Result<Vec<Written>, Infra> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let update = tx
             .prepare_cached(
-                "update inventory.stock set on_hand = $2, reserved = $3, archived = archived or $4, \
-                   version = version + 1, updated_at = now() \
-                 where product_id = $1 and version = $5",
+                "update inventory.stock s set on_hand = u.on_hand, reserved = u.reserved, \
+                   archived = s.archived or u.archived, version = s.version + 1, updated_at = now() \
+                 from unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bool[], $5::bigint[]) \
+                   as u(product_id, on_hand, reserved, archived, version) \
+                 where s.product_id = u.product_id and s.version = u.version \
+                 returning s.product_id",
             )
             .await?;
-        let levels = &batch.levels;
-        let params: [&(dyn postgres_types::ToSql + Sync); 5] = [
-            &batch.product_id,
-            &levels.on_hand,
-            &levels.reserved,
-            &levels.archived,
-            &loaded_version,
-        ];
-        if tx.execute(&update, &params).await? == 0 {
-            return Ok(Written::Fenced);
+        let products: Vec<uuid::Uuid> = batches.iter().map(|b| b.product_id.0).collect();
+        let on_hand: Vec<i64> = batches.iter().map(|b| b.levels.on_hand).collect();
+        let reserved: Vec<i64> = batches.iter().map(|b| b.levels.reserved).collect();
+        let archived: Vec<bool> = batches.iter().map(|b| b.levels.archived).collect();
+        let versions: Vec<i64> = batches.iter().map(|b| b.levels.version).collect();
+        let params: [&(dyn postgres_types::ToSql + Sync); 5] =
+            [&products, &on_hand, &reserved, &archived, &versions];
+        let written: HashSet<ProductId> = tx
+            .query(&update, &params)
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let committed: Vec<&StockWrite> = batches
+            .iter()
+            .filter(|b| written.contains(&b.product_id))
+            .collect();
+        self.upsert_lines(&tx, &committed).await?;
+        let events: Vec<InventoryEvent> = committed
+            .iter()
+            .flat_map(|b| b.events.iter().cloned())
+            .collect();
+        self.outbox.commit(tx, &events).await?;
+        Ok(batches
+            .iter()
+            .map(|b| match written.contains(&b.product_id) {
+                true => Written::Committed,
+                false => Written::Fenced,
+            })
+            .collect())
+    }
+
+    async fn upsert_lines(&self, tx: &Transaction<'_>, batches: &[&StockWrite]) -> Result<(), Infra> {
+        let lines: Vec<(ProductId, OrderId, Line)> = batches
+            .iter()
+            .flat_map(|b| b.lines.iter().map(|(order, line)| (b.product_id, *order, *line)))
+            .collect();
+        if lines.is_empty() {
+            return Ok(());
         }
-        if !batch.touched.is_empty() {
-            let lines = &batch.touched;
-            let orders: Vec<uuid::Uuid> = lines.keys().map(|o| o.0).collect();
-            let quantities: Vec<i64> = lines.values().map(|l| l.quantity).collect();
-            let statuses: Vec<&str> = lines.values().map(|l| l.status.as_str()).collect();
-            let expiries: Vec<OffsetDateTime> = lines.values().map(|l| l.expires_at).collect();
-            let upsert = tx
-                .prepare_cached(
-                    "insert into inventory.reservation_lines (order_id, product_id, quantity, status, expires_at) \
-                     select o, $1, q, s, e from unnest($2::uuid[], $3::bigint[], $4::text[], $5::timestamptz[]) \
-                       as t(o, q, s, e) \
-                     on conflict (order_id, product_id) do update set status = excluded.status, updated_at = now()",
-                )
-                .await?;
-            let params: [&(dyn postgres_types::ToSql + Sync); 5] = [
-                &batch.product_id,
-                &orders,
-                &quantities,
-                &statuses,
-                &expiries,
-            ];
-            tx.execute(&upsert, &params).await?;
-        }
-        self.outbox.commit(tx, events).await?;
-        Ok(Written::Committed)
+        let products: Vec<uuid::Uuid> = lines.iter().map(|(p, ..)| p.0).collect();
+        let orders: Vec<uuid::Uuid> = lines.iter().map(|(_, o, _)| o.0).collect();
+        let quantities: Vec<i64> = lines.iter().map(|(.., l)| l.quantity).collect();
+        let statuses: Vec<&str> = lines.iter().map(|(.., l)| l.status.as_str()).collect();
+        let expiries: Vec<OffsetDateTime> = lines.iter().map(|(.., l)| l.expires_at).collect();
+        let upsert = tx
+            .prepare_cached(
+                "insert into inventory.reservation_lines (order_id, product_id, quantity, status, expires_at) \
+                 select o, p, q, s, e from unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::timestamptz[]) \
+                   as t(o, p, q, s, e) \
+                 on conflict (order_id, product_id) do update set status = excluded.status, updated_at = now()",
+            )
+            .await?;
+        let params: [&(dyn postgres_types::ToSql + Sync); 5] =
+            [&orders, &products, &quantities, &statuses, &expiries];
+        tx.execute(&upsert, &params).await?;
+        Ok(())
     }
 
     /// The products an order's reservation has lines for, in product order.

@@ -16,7 +16,9 @@ use time::OffsetDateTime;
 
 use super::router::{RouterMsg, Transition};
 use super::state;
-use super::store::OrderStore;
+use super::store::{NewRow, OrderStore};
+use super::writer::OrderWriter;
+use crate::batch;
 use super::{NewOrder, OrderListing, OrdersMsg, PayRequest, Placed, StatusRequest};
 use crate::call::{CallError, Serve, answer_in_task};
 use crate::failure::Failure;
@@ -205,16 +207,19 @@ impl OrderService {
             updated_at: now,
         };
         self.reserve(&order).await?;
-        let outcome =
-            key.map(|_| serde_json::to_value(Ok::<&Order, OrderError>(&order)).unwrap_or_default());
-        if let Err(e) = self.store.insert(&order, key.zip(outcome.as_ref())).await {
+        let key = key.map(|key| {
+            let outcome = serde_json::to_value(Ok::<&Order, OrderError>(&order));
+            (key.to_owned(), outcome.unwrap_or_default())
+        });
+        let row = NewRow {
+            order: order.clone(),
+            key,
+        };
+        if let Err(e) = batch::write::<OrderWriter>(row).await {
             // No order: give the stock back now rather than at expiry.
             let release = crate::inventory::Settle::Release;
-            let _ = self
-                .inventory
-                .settle(Caller::Service, order.id, release)
-                .await;
-            return Err(e);
+            let _ = self.inventory.settle(Caller::Service, order.id, release).await;
+            return Err(e.into());
         }
         Ok(order)
     }

@@ -15,6 +15,7 @@
 //!   sweeps for orders with work left.
 //! - `payments`: the subscriber that learns of succeeded payments from the
 //!   payment outbox and marks their orders paid.
+//! - `writer`: group commit of new orders (one transaction per flush).
 //! - `store`: all of the service's SQL.
 //!
 //! Orders call payments (to start a checkout and to refund); payments never
@@ -26,6 +27,7 @@ mod payments;
 mod router;
 mod state;
 mod store;
+mod writer;
 
 use mart_schema::order::{ItemRequest, Order, OrderError, OrderQuery, OrderStatus};
 use mart_schema::payment::PaymentError;
@@ -39,6 +41,7 @@ pub(crate) use actor::OrderDeps;
 pub(crate) use front::OrderService;
 pub(crate) use payments::{PAYMENTS_SUBSCRIBER, PaymentSubscriber};
 pub(crate) use router::OrderRouter;
+pub(crate) use writer::OrderWriter;
 
 use crate::call::{CallError, Request, ServiceClient};
 use crate::failure::{Refusal, rejection};

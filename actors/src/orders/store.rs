@@ -1,8 +1,10 @@
 //! PostgreSQL access for the order service: the only writer of `orders`.
 
-use deadpool_postgres::Pool;
-use mart_schema::order::{Order, OrderError, OrderEvent, OrderLine, OrderStatus};
+use deadpool_postgres::{Pool, Transaction};
+use mart_schema::order::{Order, OrderError, OrderEvent, OrderEventKind, OrderLine, OrderStatus};
 use mart_schema::{OrderId, UserId};
+use postgres_types::ToSql;
+use time::OffsetDateTime;
 use tokio_postgres::Row;
 
 use crate::failure::{Failure, Infra};
@@ -11,6 +13,25 @@ use crate::outbox::Outbox;
 use crate::owners::Written;
 
 pub(crate) type StoreResult<T> = Result<T, Failure<OrderError>>;
+
+/// A new order to write, with its Idempotency-Key's outcome if it has a key.
+#[derive(Debug)]
+pub(crate) struct NewRow {
+    pub(crate) order: Order,
+    pub(crate) key: Option<(String, serde_json::Value)>,
+}
+
+/// Order lines as the columns of one insert.
+#[derive(Default)]
+struct LineColumns<'a> {
+    order: Vec<uuid::Uuid>,
+    no: Vec<i32>,
+    product: Vec<uuid::Uuid>,
+    name: Vec<&'a str>,
+    unit_price: Vec<i64>,
+    quantity: Vec<i32>,
+    total: Vec<i64>,
+}
 
 /// An order as stored, with its saga progress.
 #[derive(Debug, Clone)]
@@ -58,54 +79,88 @@ impl OrderStore {
         }
     }
 
-    /// Writes a new order, its lines, `order.placed` and (if any) the
-    /// idempotency outcome, in one transaction.
-    pub(crate) async fn insert(
-        &self,
-        order: &Order,
-        idempotency: Option<(&str, &serde_json::Value)>,
-    ) -> StoreResult<()> {
+    /// Writes new orders, their lines, their `order.placed` events and
+    /// their Idempotency-Key outcomes, all in one transaction: one flush of
+    /// the order writer, however many callers it serves.
+    pub(crate) async fn insert_batch(&self, placed: &[NewRow]) -> Result<(), Infra> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        tx.execute(
-            "insert into orders.orders \
-             (order_id, user_id, status, currency, total, expires_at, created_at, updated_at, stock_settled) \
-             values ($1, $2, $3, $4, $5, $6, $7, $7, true)",
-            &[
-                &order.id,
-                &order.user_id,
-                &order.status.as_str(),
-                &order.currency.code(),
-                &order.total,
-                &order.expires_at,
-                &order.created_at,
-            ],
-        )
-        .await?;
-        for (no, line) in (1i32..).zip(&order.items) {
-            tx.execute(
-                "insert into orders.order_lines \
-                 (order_id, line_no, product_id, name, unit_price, quantity, line_total) \
-                 values ($1, $2, $3, $4, $5, $6, $7)",
-                &[
-                    &order.id,
-                    &no,
-                    &line.product_id,
-                    &line.name,
-                    &line.unit_price,
-                    &i32::try_from(line.quantity).map_err(Infra::bug)?,
-                    &line.line_total,
-                ],
+        let orders = tx
+            .prepare_cached(
+                "insert into orders.orders \
+                 (order_id, user_id, status, currency, total, expires_at, created_at, updated_at, stock_settled) \
+                 select o, u, s, c, t, e, a, a, true from \
+                 unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bigint[], $6::timestamptz[], $7::timestamptz[]) \
+                 as x(o, u, s, c, t, e, a)",
             )
             .await?;
+        let rows: Vec<&Order> = placed.iter().map(|p| &p.order).collect();
+        let ids: Vec<uuid::Uuid> = rows.iter().map(|o| o.id.0).collect();
+        let users: Vec<uuid::Uuid> = rows.iter().map(|o| o.user_id.0).collect();
+        let statuses: Vec<&str> = rows.iter().map(|o| o.status.as_str()).collect();
+        let currencies: Vec<&str> = rows.iter().map(|o| o.currency.code()).collect();
+        let totals: Vec<i64> = rows.iter().map(|o| o.total).collect();
+        let expiries: Vec<OffsetDateTime> = rows.iter().map(|o| o.expires_at).collect();
+        let created: Vec<OffsetDateTime> = rows.iter().map(|o| o.created_at).collect();
+        let params: [&(dyn ToSql + Sync); 7] = [
+            &ids,
+            &users,
+            &statuses,
+            &currencies,
+            &totals,
+            &expiries,
+            &created,
+        ];
+        tx.execute(&orders, &params).await?;
+        self.insert_lines(&tx, &rows).await?;
+        let keyed: Vec<&NewRow> = placed.iter().filter(|p| p.key.is_some()).collect();
+        for row in keyed {
+            if let Some((key, outcome)) = &row.key {
+                let user = row.order.user_id;
+                self.keys.finish_in(&tx, user, key, outcome).await?;
+            }
         }
-        if let Some((key, outcome)) = idempotency {
-            self.keys
-                .finish_in(&tx, order.user_id, key, outcome)
-                .await?;
+        let events: Vec<OrderEvent> = rows
+            .iter()
+            .map(|o| OrderEvent::of(OrderEventKind::Placed, o))
+            .collect();
+        self.outbox.commit(tx, &events).await?;
+        Ok(())
+    }
+
+    async fn insert_lines(&self, tx: &Transaction<'_>, orders: &[&Order]) -> Result<(), Infra> {
+        let lines = tx
+            .prepare_cached(
+                "insert into orders.order_lines \
+                 (order_id, line_no, product_id, name, unit_price, quantity, line_total) \
+                 select * from unnest($1::uuid[], $2::int[], $3::uuid[], $4::text[], $5::bigint[], \
+                   $6::int[], $7::bigint[])",
+            )
+            .await?;
+        let mut columns = LineColumns::default();
+        for order in orders {
+            for (no, line) in (1i32..).zip(&order.items) {
+                columns.order.push(order.id.0);
+                columns.no.push(no);
+                columns.product.push(line.product_id.0);
+                columns.name.push(line.name.as_str());
+                columns.unit_price.push(line.unit_price);
+                columns
+                    .quantity
+                    .push(i32::try_from(line.quantity).map_err(Infra::bug)?);
+                columns.total.push(line.line_total);
+            }
         }
-        let event = OrderEvent::of(mart_schema::order::OrderEventKind::Placed, order);
-        self.outbox.commit(tx, &[event]).await?;
+        let params: [&(dyn ToSql + Sync); 7] = [
+            &columns.order,
+            &columns.no,
+            &columns.product,
+            &columns.name,
+            &columns.unit_price,
+            &columns.quantity,
+            &columns.total,
+        ];
+        tx.execute(&lines, &params).await?;
         Ok(())
     }
 
@@ -229,7 +284,7 @@ impl OrderStore {
     pub(crate) async fn record(
         &self,
         order: &Order,
-        kind: mart_schema::order::OrderEventKind,
+        kind: OrderEventKind,
     ) -> StoreResult<()> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;

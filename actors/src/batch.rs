@@ -1,0 +1,163 @@
+//! Group commit: writes that arrive while one transaction is being written
+//! queue up, and the next flush writes all of them in one transaction. Each
+//! writer still gets its own answer, after the commit. The stock actors of a
+//! node share one (many products, one transaction), and so do the new orders
+//! of a node.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use crate::call::remaining;
+use crate::failure::Infra;
+
+/// What a group-commit writer writes.
+pub(crate) trait BatchWrite: Clone + Send + Sync + 'static {
+    type Item: Send + 'static;
+    /// Each item's outcome, in the order of the items.
+    type Done: Clone + Send + 'static;
+    /// Its registry name on this node.
+    const NAME: &'static str;
+    /// Most items one transaction writes.
+    const MAX_BATCH: usize;
+
+    fn write(
+        &self,
+        items: Vec<Self::Item>,
+    ) -> impl Future<Output = Result<Vec<Self::Done>, Infra>> + Send;
+}
+
+pub(crate) type Outcome<D> = Result<D, Arc<Infra>>;
+
+/// An item waiting for its transaction, and where its outcome goes.
+type Waiting<W> = (
+    <W as BatchWrite>::Item,
+    RpcReplyPort<Outcome<<W as BatchWrite>::Done>>,
+);
+
+pub(crate) enum BatchMsg<I, D> {
+    Write(I, RpcReplyPort<Outcome<D>>),
+    /// Write everything queued so far.
+    Flush,
+}
+
+impl<I: Send + 'static, D: Send + 'static> ractor::Message for BatchMsg<I, D> {}
+
+impl<I, D> std::fmt::Debug for BatchMsg<I, D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BatchMsg::Write(..) => "Write",
+            BatchMsg::Flush => "Flush",
+        })
+    }
+}
+
+/// The group-commit actor of one [`BatchWrite`].
+pub(crate) struct GroupCommit<W>(PhantomData<fn() -> W>);
+
+impl<W> GroupCommit<W> {
+    pub(crate) fn new() -> Self {
+        GroupCommit(PhantomData)
+    }
+}
+
+impl<W> Clone for GroupCommit<W> {
+    fn clone(&self) -> Self {
+        GroupCommit::new()
+    }
+}
+
+impl<W> std::fmt::Debug for GroupCommit<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GroupCommit")
+    }
+}
+
+pub(crate) struct Queue<W: BatchWrite> {
+    writer: W,
+    pending: Vec<Waiting<W>>,
+    flush_queued: bool,
+}
+
+impl<W: BatchWrite> std::fmt::Debug for Queue<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("pending", &self.pending.len())
+            .finish()
+    }
+}
+
+impl<W: BatchWrite> Actor for GroupCommit<W> {
+    type Msg = BatchMsg<W::Item, W::Done>;
+    type State = Queue<W>;
+    type Arguments = W;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        writer: W,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(Queue {
+            writer,
+            pending: Vec::new(),
+            flush_queued: false,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        queue: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            BatchMsg::Write(item, reply) => {
+                queue.pending.push((item, reply));
+                // Everything already in the mailbox arrives before this Flush.
+                if !queue.flush_queued {
+                    queue.flush_queued = myself.cast(BatchMsg::Flush).is_ok();
+                }
+            }
+            BatchMsg::Flush => {
+                queue.flush_queued = false;
+                while !queue.pending.is_empty() {
+                    let take = queue.pending.len().min(W::MAX_BATCH);
+                    let batch: Vec<_> = queue.pending.drain(..take).collect();
+                    let (items, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                    match queue.writer.write(items).await {
+                        Ok(done) => {
+                            for (reply, done) in replies.into_iter().zip(done) {
+                                let _ = reply.send(Ok(done));
+                            }
+                        }
+                        Err(e) => {
+                            let e = Arc::new(e);
+                            for reply in replies {
+                                let _ = reply.send(Err(e.clone()));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes `item` with whatever else is queued on this node; answers after
+/// the commit, at most until this task's deadline.
+pub(crate) async fn write<W: BatchWrite>(item: W::Item) -> Result<W::Done, Infra> {
+    let away = |why: &str| Infra::Bug(format!("{}: {why}", W::NAME));
+    let Some(cell) = ractor::registry::where_is(W::NAME) else {
+        return Err(away("not running"));
+    };
+    let writer = ActorRef::<BatchMsg<W::Item, W::Done>>::from(cell);
+    let ask = |reply| BatchMsg::Write(item, reply);
+    match writer.call(ask, Some(remaining())).await {
+        Ok(ractor::rpc::CallResult::Success(Ok(done))) => Ok(done),
+        Ok(ractor::rpc::CallResult::Success(Err(e))) => Err(Infra::Shared(e)),
+        Ok(ractor::rpc::CallResult::Timeout) => Err(away("no answer in time")),
+        _ => Err(away("stopped mid-write")),
+    }
+}

@@ -1,0 +1,40 @@
+//! Group commit for stock (see [`crate::batch`]): the decided batches of
+//! every product this node owns, written together in one transaction, each
+//! product's still fenced by its own version.
+
+use std::collections::HashSet;
+
+use super::store::{StockStore, StockWrite};
+use crate::batch::BatchWrite;
+use crate::failure::Infra;
+use crate::owners::Written;
+
+/// Writes decided stock batches, many products to a transaction.
+#[derive(Debug, Clone)]
+pub(crate) struct StockWriter(pub(crate) StockStore);
+
+impl BatchWrite for StockWriter {
+    type Item = StockWrite;
+    type Done = Written;
+    const NAME: &'static str = "mart.inventory.writer";
+    const MAX_BATCH: usize = 512;
+
+    async fn write(&self, writes: Vec<StockWrite>) -> Result<Vec<Written>, Infra> {
+        // A product appears once per transaction (its update is one row);
+        // a second batch of one product (rare: an actor replaced mid-write)
+        // goes in the next.
+        let mut done = vec![Written::Fenced; writes.len()];
+        let mut left: Vec<(usize, StockWrite)> = writes.into_iter().enumerate().collect();
+        while !left.is_empty() {
+            let mut seen = HashSet::new();
+            let (round, later): (Vec<_>, Vec<_>) =
+                left.into_iter().partition(|(_, w)| seen.insert(w.product_id));
+            let (places, round): (Vec<usize>, Vec<StockWrite>) = round.into_iter().unzip();
+            for (place, written) in places.into_iter().zip(self.0.write_batch(&round).await?) {
+                done[place] = written;
+            }
+            left = later;
+        }
+        Ok(done)
+    }
+}

@@ -1,0 +1,22 @@
+//! Group commit for new orders (see [`crate::batch`]): the orders placed on
+//! this node while one transaction is written go together in the next.
+
+use super::store::{NewRow, OrderStore};
+use crate::batch::BatchWrite;
+use crate::failure::Infra;
+
+/// Writes new orders, many to a transaction.
+#[derive(Debug, Clone)]
+pub(crate) struct OrderWriter(pub(crate) OrderStore);
+
+impl BatchWrite for OrderWriter {
+    type Item = NewRow;
+    type Done = ();
+    const NAME: &'static str = "mart.orders.writer";
+    const MAX_BATCH: usize = 512;
+
+    async fn write(&self, rows: Vec<NewRow>) -> Result<Vec<()>, Infra> {
+        self.0.insert_batch(&rows).await?;
+        Ok(vec![(); rows.len()])
+    }
+}
