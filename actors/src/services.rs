@@ -10,8 +10,8 @@ use mart_schema::Service;
 use ractor::{Actor, ActorRef};
 
 use crate::auth::TokenKeys;
-use crate::call::{Front, Serve};
 use crate::batch::{BatchWrite, GroupCommit};
+use crate::call::{Front, Serve};
 use crate::inventory::{
     CATALOG_SUBSCRIBER, CatalogSubscriber, InventoryService, StockRouter, StockStore, StockWriter,
 };
@@ -269,7 +269,12 @@ fn service_children(
 
 /// A node's group-commit writer of `writer`'s items, found by its name.
 fn group_commit<W: BatchWrite + std::fmt::Debug>(writer: W) -> ChildSpec {
-    named("writer", W::NAME.to_owned(), GroupCommit::<W>::new(), writer)
+    named(
+        "writer",
+        W::NAME.to_owned(),
+        GroupCommit::<W>::new(),
+        writer,
+    )
 }
 
 /// The service's group member, serving `service`'s requests.

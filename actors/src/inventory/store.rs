@@ -162,10 +162,18 @@ impl StockStore {
             .collect())
     }
 
-    async fn upsert_lines(&self, tx: &Transaction<'_>, batches: &[&StockWrite]) -> Result<(), Infra> {
+    async fn upsert_lines(
+        &self,
+        tx: &Transaction<'_>,
+        batches: &[&StockWrite],
+    ) -> Result<(), Infra> {
         let lines: Vec<(ProductId, OrderId, Line)> = batches
             .iter()
-            .flat_map(|b| b.lines.iter().map(|(order, line)| (b.product_id, *order, *line)))
+            .flat_map(|b| {
+                b.lines
+                    .iter()
+                    .map(|(order, line)| (b.product_id, *order, *line))
+            })
             .collect();
         if lines.is_empty() {
             return Ok(());

@@ -27,8 +27,9 @@ impl BatchWrite for StockWriter {
         let mut left: Vec<(usize, StockWrite)> = writes.into_iter().enumerate().collect();
         while !left.is_empty() {
             let mut seen = HashSet::new();
-            let (round, later): (Vec<_>, Vec<_>) =
-                left.into_iter().partition(|(_, w)| seen.insert(w.product_id));
+            let (round, later): (Vec<_>, Vec<_>) = left
+                .into_iter()
+                .partition(|(_, w)| seen.insert(w.product_id));
             let (places, round): (Vec<usize>, Vec<StockWrite>) = round.into_iter().unzip();
             for (place, written) in places.into_iter().zip(self.0.write_batch(&round).await?) {
                 done[place] = written;

@@ -18,8 +18,8 @@ use super::router::{RouterMsg, Transition};
 use super::state;
 use super::store::{NewRow, OrderStore};
 use super::writer::OrderWriter;
-use crate::batch;
 use super::{NewOrder, OrderListing, OrdersMsg, PayRequest, Placed, StatusRequest};
+use crate::batch;
 use crate::call::{CallError, Serve, answer_in_task};
 use crate::failure::Failure;
 use crate::idempotency::{FirstRun, KeyErrors};
@@ -218,7 +218,10 @@ impl OrderService {
         if let Err(e) = batch::write::<OrderWriter>(row).await {
             // No order: give the stock back now rather than at expiry.
             let release = crate::inventory::Settle::Release;
-            let _ = self.inventory.settle(Caller::Service, order.id, release).await;
+            let _ = self
+                .inventory
+                .settle(Caller::Service, order.id, release)
+                .await;
             return Err(e.into());
         }
         Ok(order)

@@ -281,11 +281,7 @@ impl OrderStore {
     }
 
     /// Publishes an event about the order without changing it (`order.refunded`).
-    pub(crate) async fn record(
-        &self,
-        order: &Order,
-        kind: OrderEventKind,
-    ) -> StoreResult<()> {
+    pub(crate) async fn record(&self, order: &Order, kind: OrderEventKind) -> StoreResult<()> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         self.outbox

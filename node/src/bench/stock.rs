@@ -1,107 +1,23 @@
-//! `mart bench`: reservation throughput of the inventory service next to what
-//! PostgreSQL sustains for the plain conditional update, measured in the same
-//! run on the same server, in a scratch database that is dropped afterwards.
+//! Reservation throughput of the inventory service next to what PostgreSQL
+//! sustains for the plain conditional update, in the same run on the same
+//! server.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use mart_actors::auth::TokenKeys;
 use mart_actors::{Hosted, Inventory, ServiceDeps};
 use mart_schema::inventory::{ReservationLine, ReserveRequest};
 use mart_schema::user::Caller;
 use mart_schema::{OrderId, ProductId, Service, db};
+
+use super::{BenchOptions, Row};
 use time::OffsetDateTime;
 
-/// How a bench run is shaped.
-#[derive(Debug, Clone, clap::Args)]
-pub struct BenchOptions {
-    /// Seconds each scenario runs.
-    #[arg(long, default_value_t = 5)]
-    pub seconds: u64,
-    /// Callers (and database connections for the plain update) at once.
-    #[arg(long, default_value_t = 32)]
-    pub concurrency: usize,
-    /// Products in the spread scenarios.
-    #[arg(long, default_value_t = 10_000)]
-    pub products: usize,
-}
-
-struct Row {
-    scenario: &'static str,
-    ops: u64,
-    elapsed: Duration,
-}
-
-impl Row {
-    fn rate(&self) -> f64 {
-        self.ops as f64 / self.elapsed.as_secs_f64()
-    }
-}
-
-/// Runs every scenario against the server behind `server_url` (any database on
-/// it; a scratch database is created next to it) and prints the table.
-pub async fn run(server_url: &str, options: &BenchOptions) -> anyhow::Result<()> {
-    let mut config: tokio_postgres::Config = server_url.parse().context("database URL")?;
-    let scratch = format!("mart_bench_{}", uuid::Uuid::new_v4().simple());
-    let (admin, connection) = config
-        .connect(tokio_postgres::NoTls)
-        .await
-        .context("connecting")?;
-    let connection = tokio::spawn(connection);
-    admin
-        .batch_execute(&format!("create database {scratch}"))
-        .await?;
-    config.dbname(&scratch);
-    let result = scenarios(&config, options).await;
-    let _ = admin
-        .batch_execute(&format!("drop database if exists {scratch} with (force)"))
-        .await;
-    drop(admin);
-    let _ = connection.await;
-    let rows = result?;
-
-    let plain_hot = rows
-        .iter()
-        .find(|r| r.scenario.starts_with("plain UPDATE, one hot"))
-        .map(Row::rate);
-    let plain_spread = rows
-        .iter()
-        .find(|r| r.scenario.starts_with("plain UPDATE, spread"))
-        .map(Row::rate);
-    println!(
-        "\nmart bench: {} s per scenario, {} concurrent callers, {} products in the spread scenarios\n",
-        options.seconds, options.concurrency, options.products
-    );
-    println!("| scenario | operations | seconds | per second | vs plain UPDATE |");
-    println!("|---|---:|---:|---:|---:|");
-    for row in &rows {
-        let baseline = if row.scenario.contains("spread") {
-            plain_spread
-        } else {
-            plain_hot
-        };
-        let ratio = baseline.map_or("".into(), |b| format!("{:.2}x", row.rate() / b));
-        println!(
-            "| {} | {} | {:.1} | {:.0} | {} |",
-            row.scenario,
-            row.ops,
-            row.elapsed.as_secs_f64(),
-            row.rate(),
-            ratio
-        );
-    }
-    Ok(())
-}
-
-async fn scenarios(
-    config: &tokio_postgres::Config,
-    options: &BenchOptions,
-) -> anyhow::Result<Vec<Row>> {
-    let url = db::url_of(config);
-    let pool = db::pool(&url, options.concurrency.max(4) + 8)?;
+pub(super) async fn scenarios(url: &str, options: &BenchOptions) -> anyhow::Result<Vec<Row>> {
+    let pool = db::pool(url, options.concurrency.max(4) + 8)?;
     db::migrate(&pool, Service::Inventory).await?;
     let hot = ProductId::new();
     let spread: Vec<ProductId> = (0..options.products).map(|_| ProductId::new()).collect();
@@ -110,20 +26,16 @@ async fn scenarios(
     let duration = Duration::from_secs(options.seconds);
     let mut rows = Vec::new();
     rows.push(
-        plain(
-            &pool,
-            "plain UPDATE, one hot product",
-            options.concurrency,
-            duration,
-            move |_| hot,
-        )
+        plain(&pool, HOT_PLAIN, options.concurrency, duration, move |_| {
+            hot
+        })
         .await?,
     );
     let spread_pick = spread.clone();
     rows.push(
         plain(
             &pool,
-            "plain UPDATE, spread over products",
+            SPREAD_PLAIN,
             options.concurrency,
             duration,
             move |i| spread_pick[i % spread_pick.len()],
@@ -135,7 +47,7 @@ async fn scenarios(
     rows.push(
         actors(
             &inventory,
-            "stock actor reserve, one hot product",
+            HOT_ACTORS,
             options.concurrency,
             duration,
             move |_| hot,
@@ -146,7 +58,7 @@ async fn scenarios(
     rows.push(
         actors(
             &inventory,
-            "stock actor reserve, spread over products",
+            SPREAD_ACTORS,
             options.concurrency,
             duration,
             move |i| spread_pick[i % spread_pick.len()],
@@ -219,6 +131,20 @@ async fn start_inventory(pool: &deadpool_postgres::Pool) -> anyhow::Result<(Host
     Ok((hosted, inventory))
 }
 
+/// What a stock scenario is compared with.
+fn reference(scenario: &str) -> Option<&'static str> {
+    match scenario {
+        HOT_ACTORS => Some(HOT_PLAIN),
+        SPREAD_ACTORS => Some(SPREAD_PLAIN),
+        _ => None,
+    }
+}
+
+const HOT_PLAIN: &str = "plain UPDATE, one hot product";
+const SPREAD_PLAIN: &str = "plain UPDATE, spread over products";
+const HOT_ACTORS: &str = "stock actor reserve, one hot product";
+const SPREAD_ACTORS: &str = "stock actor reserve, spread over products";
+
 /// `callers` loops, each issuing one autocommitted conditional update after another.
 async fn plain(
     pool: &deadpool_postgres::Pool,
@@ -251,11 +177,12 @@ async fn plain(
     for task in tasks {
         task.await??;
     }
-    Ok(Row {
+    Ok(Row::counted(
         scenario,
-        ops: ops.load(Ordering::Relaxed),
-        elapsed: started.elapsed(),
-    })
+        ops.load(Ordering::Relaxed),
+        started.elapsed(),
+        reference(scenario),
+    ))
 }
 
 /// `callers` loops, each reserving one unit through the inventory service.
@@ -298,9 +225,10 @@ async fn actors(
     for task in tasks {
         task.await??;
     }
-    Ok(Row {
+    Ok(Row::counted(
         scenario,
-        ops: ops.load(Ordering::Relaxed),
-        elapsed: started.elapsed(),
-    })
+        ops.load(Ordering::Relaxed),
+        started.elapsed(),
+        reference(scenario),
+    ))
 }
