@@ -161,3 +161,34 @@ pub(crate) async fn write<W: BatchWrite>(item: W::Item) -> Result<W::Done, Infra
         _ => Err(away("stopped mid-write")),
     }
 }
+
+/// Runs `statements` as one transaction in one round trip: BEGIN, each
+/// statement, COMMIT, all sent at once. The server runs them in order; the
+/// first failure aborts the rest, and the COMMIT then rolls back. Every
+/// statement must be prepared already (so each is sent when first polled).
+pub(crate) async fn one_round_trip(
+    client: &deadpool_postgres::Client,
+    statements: &[(
+        &tokio_postgres::Statement,
+        Vec<&(dyn postgres_types::ToSql + Sync)>,
+    )],
+) -> Result<Vec<u64>, tokio_postgres::Error> {
+    let (begin, commit) = futures::try_join!(
+        client.prepare_cached("begin"),
+        client.prepare_cached("commit")
+    )?;
+    let mut sent = Vec::with_capacity(statements.len() + 2);
+    sent.push(client.execute(&begin, &[]));
+    for (statement, params) in statements {
+        sent.push(client.execute(*statement, params));
+    }
+    sent.push(client.execute(&commit, &[]));
+    let mut done = futures::future::join_all(sent).await.into_iter();
+    done.next();
+    let mut affected = Vec::with_capacity(statements.len());
+    for outcome in done.by_ref().take(statements.len()) {
+        affected.push(outcome?);
+    }
+    done.next().transpose()?;
+    Ok(affected)
+}

@@ -106,6 +106,12 @@ impl Idempotency {
             .map(|_| ())
     }
 
+    /// The statement that records an outcome (`$1` user, `$2` key, `$3`
+    /// outcome), for a transaction sent in one round trip.
+    pub(crate) fn finish_sql(&self) -> &str {
+        &self.finish
+    }
+
     /// Records a rejection as the key's outcome.
     pub async fn finish(
         &self,

@@ -8,10 +8,12 @@ use mart_schema::inventory::{InventoryEvent, LineStatus, ReservedLine};
 use mart_schema::product::{ProductCreated, ProductDeleted};
 use mart_schema::{EventEnvelope, OrderId, ProductId, Service};
 use time::OffsetDateTime;
+use tokio_postgres::error::SqlState;
 
 use super::state::{Levels, Line};
+use crate::batch;
 use crate::failure::Infra;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, OutboxRows};
 use crate::owners::Written;
 
 /// One product's decided batch, to be written: its new levels (with the
@@ -22,6 +24,99 @@ pub(crate) struct StockWrite {
     pub(crate) levels: Levels,
     pub(crate) lines: BTreeMap<OrderId, Line>,
     pub(crate) events: Vec<InventoryEvent>,
+}
+
+/// Every product's levels, if every version is still the one decided on;
+/// otherwise a division by zero aborts the transaction.
+const UPDATE_ALL: &str = "with u as ( \
+       update inventory.stock s set on_hand = u.on_hand, reserved = u.reserved, \
+         archived = s.archived or u.archived, version = s.version + 1, updated_at = now() \
+       from unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bool[], $5::bigint[]) \
+         as u(product_id, on_hand, reserved, archived, version) \
+       where s.product_id = u.product_id and s.version = u.version \
+       returning 1) \
+     select 1 / (case when count(*) = $6 then 1 else 0 end) from u";
+
+const UPSERT_LINES: &str = "insert into inventory.reservation_lines \
+       (order_id, product_id, quantity, status, expires_at) \
+     select o, p, q, s, e from unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::timestamptz[]) \
+       as t(o, p, q, s, e) \
+     on conflict (order_id, product_id) do update set status = excluded.status, updated_at = now()";
+
+type Params<'a> = Vec<&'a (dyn postgres_types::ToSql + Sync)>;
+
+/// Products' new levels as the columns of one update.
+struct LevelColumns {
+    products: Vec<uuid::Uuid>,
+    on_hand: Vec<i64>,
+    reserved: Vec<i64>,
+    archived: Vec<bool>,
+    versions: Vec<i64>,
+}
+
+impl LevelColumns {
+    fn of(batches: &[StockWrite]) -> Self {
+        Self {
+            products: batches.iter().map(|b| b.product_id.0).collect(),
+            on_hand: batches.iter().map(|b| b.levels.on_hand).collect(),
+            reserved: batches.iter().map(|b| b.levels.reserved).collect(),
+            archived: batches.iter().map(|b| b.levels.archived).collect(),
+            versions: batches.iter().map(|b| b.levels.version).collect(),
+        }
+    }
+
+    fn params(&self) -> Params<'_> {
+        vec![
+            &self.products,
+            &self.on_hand,
+            &self.reserved,
+            &self.archived,
+            &self.versions,
+        ]
+    }
+}
+
+/// Reservation lines as the columns of one upsert.
+struct LineColumns {
+    orders: Vec<uuid::Uuid>,
+    products: Vec<uuid::Uuid>,
+    quantities: Vec<i64>,
+    statuses: Vec<&'static str>,
+    expiries: Vec<OffsetDateTime>,
+}
+
+impl LineColumns {
+    fn of(batches: &[&StockWrite]) -> Self {
+        let lines: Vec<(ProductId, OrderId, Line)> = batches
+            .iter()
+            .flat_map(|b| {
+                b.lines
+                    .iter()
+                    .map(|(order, line)| (b.product_id, *order, *line))
+            })
+            .collect();
+        Self {
+            orders: lines.iter().map(|(_, o, _)| o.0).collect(),
+            products: lines.iter().map(|(p, ..)| p.0).collect(),
+            quantities: lines.iter().map(|(.., l)| l.quantity).collect(),
+            statuses: lines.iter().map(|(.., l)| l.status.as_str()).collect(),
+            expiries: lines.iter().map(|(.., l)| l.expires_at).collect(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.orders.is_empty()
+    }
+
+    fn params(&self) -> Params<'_> {
+        vec![
+            &self.orders,
+            &self.products,
+            &self.quantities,
+            &self.statuses,
+            &self.expiries,
+        ]
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -114,10 +209,55 @@ impl StockStore {
     }
 
     /// Writes the decided batches of several products (levels, changed
+    /// lines, events) in one transaction sent in one round trip, as long as
+    /// every product's version is still the one it was decided on; if any
+    /// is not (ownership moved: rare), it falls back to
+    /// [`Self::write_partly`], which writes the others.
+    pub(crate) async fn write_batch(&self, batches: &[StockWrite]) -> Result<Vec<Written>, Infra> {
+        let client = self.pool.get().await?;
+        let (update, upsert, outbox) = futures::try_join!(
+            client.prepare_cached(UPDATE_ALL),
+            client.prepare_cached(UPSERT_LINES),
+            self.outbox.prepare(&client),
+        )?;
+        let levels = LevelColumns::of(batches);
+        let all: Vec<&StockWrite> = batches.iter().collect();
+        let lines = LineColumns::of(&all);
+        let events: Vec<InventoryEvent> = batches
+            .iter()
+            .flat_map(|b| b.events.iter().cloned())
+            .collect();
+        let appended = OutboxRows::of(&events);
+        let count = i64::try_from(batches.len()).map_err(Infra::bug)?;
+        let mut params = levels.params();
+        params.push(&count);
+        let mut statements = vec![(&update, params)];
+        if !lines.is_empty() {
+            statements.push((&upsert, lines.params()));
+        }
+        statements.extend(appended.statements(&outbox));
+        match batch::one_round_trip(&client, &statements).await {
+            Ok(_) => {
+                if !appended.is_empty() {
+                    self.outbox.wake();
+                }
+                Ok(vec![Written::Committed; batches.len()])
+            }
+            // Some product was written by another actor since: sort it out
+            // product by product.
+            Err(e) if e.code() == Some(&SqlState::DIVISION_BY_ZERO) => {
+                drop(client);
+                self.write_partly(batches).await
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes the decided batches of several products (levels, changed
     /// lines, events) in one transaction. Each product's write is a
     /// compare-and-set on its version: those another actor wrote since are
     /// left out, lines and events included. Answers which were written.
-    pub(crate) async fn write_batch(&self, batches: &[StockWrite]) -> Result<Vec<Written>, Infra> {
+    pub(crate) async fn write_partly(&self, batches: &[StockWrite]) -> Result<Vec<Written>, Infra> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let update = tx
@@ -147,12 +287,18 @@ impl StockStore {
             .iter()
             .filter(|b| written.contains(&b.product_id))
             .collect();
-        self.upsert_lines(&tx, &committed).await?;
         let events: Vec<InventoryEvent> = committed
             .iter()
             .flat_map(|b| b.events.iter().cloned())
             .collect();
-        self.outbox.commit(tx, &events).await?;
+        // Pipelined: the lines and the events go together.
+        futures::try_join!(self.upsert_lines(&tx, &committed), async {
+            self.outbox.append(&tx, &events).await.map_err(Infra::from)
+        })?;
+        tx.commit().await?;
+        if !events.is_empty() {
+            self.outbox.wake();
+        }
         Ok(batches
             .iter()
             .map(|b| match written.contains(&b.product_id) {
@@ -167,33 +313,12 @@ impl StockStore {
         tx: &Transaction<'_>,
         batches: &[&StockWrite],
     ) -> Result<(), Infra> {
-        let lines: Vec<(ProductId, OrderId, Line)> = batches
-            .iter()
-            .flat_map(|b| {
-                b.lines
-                    .iter()
-                    .map(|(order, line)| (b.product_id, *order, *line))
-            })
-            .collect();
+        let lines = LineColumns::of(batches);
         if lines.is_empty() {
             return Ok(());
         }
-        let products: Vec<uuid::Uuid> = lines.iter().map(|(p, ..)| p.0).collect();
-        let orders: Vec<uuid::Uuid> = lines.iter().map(|(_, o, _)| o.0).collect();
-        let quantities: Vec<i64> = lines.iter().map(|(.., l)| l.quantity).collect();
-        let statuses: Vec<&str> = lines.iter().map(|(.., l)| l.status.as_str()).collect();
-        let expiries: Vec<OffsetDateTime> = lines.iter().map(|(.., l)| l.expires_at).collect();
-        let upsert = tx
-            .prepare_cached(
-                "insert into inventory.reservation_lines (order_id, product_id, quantity, status, expires_at) \
-                 select o, p, q, s, e from unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::timestamptz[]) \
-                   as t(o, p, q, s, e) \
-                 on conflict (order_id, product_id) do update set status = excluded.status, updated_at = now()",
-            )
-            .await?;
-        let params: [&(dyn postgres_types::ToSql + Sync); 5] =
-            [&orders, &products, &quantities, &statuses, &expiries];
-        tx.execute(&upsert, &params).await?;
+        let upsert = tx.prepare_cached(UPSERT_LINES).await?;
+        tx.execute(&upsert, &lines.params()).await?;
         Ok(())
     }
 

@@ -12,6 +12,10 @@ use crate::failure::Infra;
 
 /// The registry name of the sender on this node.
 pub(crate) const SENDER: &str = "mart.notifications.sender";
+/// Emails claimed at a time.
+const BATCH: i64 = 32;
+/// How long a claimed email is this sender's before it is due again.
+const LEASE: Duration = Duration::from_secs(60);
 /// The longest pause between attempts at one email.
 const MAX_BACKOFF_SECS: i64 = 300;
 
@@ -74,19 +78,31 @@ fn attempt(outcome: &Result<(), MailError>, attempts: i32) -> Attempt {
 }
 
 impl SenderState {
+    /// Sends what is due until nothing is left or the server is away. Each
+    /// email's outcome is written as soon as the server answered, so a
+    /// sender that dies resends at most the one in hand.
     async fn send_due(&self) -> Result<(), Infra> {
-        let mut client = self.store.pool.get().await?;
         loop {
-            let tx = client.transaction().await?;
-            let Some(due) = self.store.next_due(&tx).await? else {
+            let due = self.store.claim(BATCH, LEASE).await?;
+            if due.is_empty() {
                 return Ok(());
-            };
-            let outcome = self.mailer.send(due.email.clone()).await;
-            let attempted = attempt(&outcome, due.attempts);
-            self.store.finish(tx, &due, attempted).await?;
-            if let Err(MailError::Transient(reason)) = outcome {
-                // The server is away: leave the rest for the next round.
-                return Err(Infra::other("mail transport", MailError::Transient(reason)));
+            }
+            let full = due.len() as i64 == BATCH;
+            let mut due = due.into_iter();
+            while let Some(next) = due.next() {
+                let outcome = self.mailer.send(next.email.clone()).await;
+                let tried = attempt(&outcome, next.attempts);
+                self.store.finish(&[(next, tried)]).await?;
+                if let Err(MailError::Transient(reason)) = outcome {
+                    // The server is away: the rest are due again at once, and
+                    // the next round (a second from now) tries again.
+                    let rest: Vec<uuid::Uuid> = due.map(|d| d.email.id.0).collect();
+                    self.store.unclaim(&rest).await?;
+                    return Err(Infra::other("mail transport", MailError::Transient(reason)));
+                }
+            }
+            if !full {
+                return Ok(());
             }
         }
     }

@@ -1,7 +1,9 @@
 //! PostgreSQL access for the notification service: all of its SQL, and the
 //! only writer of the `notifications` schema.
 
-use deadpool_postgres::{Pool, Transaction};
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
 use mart_schema::notification::{Notification, NotificationEvent, NotificationStatus};
 use mart_schema::{EventId, NotificationId, Service, UserId};
 use tokio_postgres::Row;
@@ -168,65 +170,90 @@ impl NotificationStore {
         Ok(inserted == 1)
     }
 
-    /// The next email due, locked in `tx`: two nodes hosting notifications
-    /// never send the same row.
-    pub(crate) async fn next_due(&self, tx: &Transaction<'_>) -> Result<Option<Due>, Infra> {
-        let row = tx
-            .query_opt(
-                "select notification_id, user_id, template, recipient, subject, body_text, body_html, attempts \
-                 from notifications.notifications \
-                 where status = 'pending' and next_attempt_at <= now() \
-                 order by next_attempt_at limit 1 for update skip locked",
-                &[],
+    /// Claims up to `limit` emails due for `lease` (nobody else sends them
+    /// meanwhile, on any node); one the sender dies with is due again after.
+    pub(crate) async fn claim(&self, limit: i64, lease: Duration) -> Result<Vec<Due>, Infra> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "update notifications.notifications n set next_attempt_at = now() + make_interval(secs => $2) \
+                 where n.notification_id in ( \
+                   select notification_id from notifications.notifications \
+                   where status = 'pending' and next_attempt_at <= now() \
+                   order by next_attempt_at limit $1 for update skip locked) \
+                 returning n.notification_id, n.user_id, n.template, n.recipient, n.subject, \
+                   n.body_text, n.body_html, n.attempts",
+                &[&limit, &lease.as_secs_f64()],
             )
             .await?;
-        Ok(row.map(|row| Due {
-            email: Email {
-                id: row.get(0),
-                to: row.get(3),
-                subject: row.get(4),
-                text: row.get(5),
-                html: row.get(6),
-            },
-            user: row.get(1),
-            template: row.get(2),
-            attempts: row.get(7),
-        }))
+        Ok(rows
+            .iter()
+            .map(|row| Due {
+                email: Email {
+                    id: row.get(0),
+                    to: row.get(3),
+                    subject: row.get(4),
+                    text: row.get(5),
+                    html: row.get(6),
+                },
+                user: row.get(1),
+                template: row.get(2),
+                attempts: row.get(7),
+            })
+            .collect())
     }
 
-    /// Records an attempt and, once the email is sent or failed for good,
-    /// publishes that; commits `tx`.
-    pub(crate) async fn finish(
-        &self,
-        tx: Transaction<'_>,
-        due: &Due,
-        attempt: Attempt,
-    ) -> Result<(), Infra> {
-        let id = due.email.id;
+    /// Gives claimed emails back, due now (the sender stopped short of them).
+    pub(crate) async fn unclaim(&self, ids: &[uuid::Uuid]) -> Result<(), Infra> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "update notifications.notifications set next_attempt_at = now() \
+                 where notification_id = any($1) and status = 'pending'",
+                &[&ids],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Records the attempts and, for each email now sent or failed for good,
+    /// publishes that, in one transaction.
+    pub(crate) async fn finish(&self, attempted: &[(Due, Attempt)]) -> Result<(), Infra> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let ids: Vec<uuid::Uuid> = attempted.iter().map(|(d, _)| d.email.id.0).collect();
+        let statuses: Vec<&str> = attempted.iter().map(|(_, a)| a.status.as_str()).collect();
+        let errors: Vec<Option<&str>> = attempted.iter().map(|(_, a)| a.error.as_deref()).collect();
+        let backoffs: Vec<f64> = attempted
+            .iter()
+            .map(|(_, a)| a.backoff_secs as f64)
+            .collect();
+        let params: [&(dyn postgres_types::ToSql + Sync); 4] =
+            [&ids, &statuses, &errors, &backoffs];
         tx.execute(
-            "update notifications.notifications set status = $2, attempts = attempts + 1, last_error = $3, \
-               sent_at = case when $2 = 'sent' then now() else sent_at end, \
-               next_attempt_at = now() + make_interval(secs => $4) \
-             where notification_id = $1",
-            &[
-                &id,
-                &attempt.status.as_str(),
-                &attempt.error,
-                &(attempt.backoff_secs as f64),
-            ],
+            "update notifications.notifications n set status = u.status, attempts = n.attempts + 1, \
+               last_error = u.error, sent_at = case when u.status = 'sent' then now() else n.sent_at end, \
+               next_attempt_at = now() + make_interval(secs => u.backoff) \
+             from unnest($1::uuid[], $2::text[], $3::text[], $4::float8[]) as u(id, status, error, backoff) \
+             where n.notification_id = u.id",
+            &params,
         )
         .await?;
-        let mut events = Vec::new();
-        if attempt.status != NotificationStatus::Pending {
-            events.push(NotificationEvent {
-                notification_id: id,
+        let events: Vec<NotificationEvent> = attempted
+            .iter()
+            .filter(|(_, a)| a.status != NotificationStatus::Pending)
+            .map(|(due, a)| NotificationEvent {
+                notification_id: due.email.id,
                 user_id: due.user,
                 template: due.template.clone(),
                 recipient: due.email.to.clone(),
-                status: attempt.status,
-                last_error: attempt.error,
-            });
-        }
+                status: a.status,
+                last_error: a.error.clone(),
+            })
+            .collect();
         self.outbox.commit(tx, &events).await?;
         Ok(())
     }

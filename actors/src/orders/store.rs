@@ -1,15 +1,16 @@
 //! PostgreSQL access for the order service: the only writer of `orders`.
 
-use deadpool_postgres::{Pool, Transaction};
+use deadpool_postgres::Pool;
 use mart_schema::order::{Order, OrderError, OrderEvent, OrderEventKind, OrderLine, OrderStatus};
 use mart_schema::{OrderId, UserId};
 use postgres_types::ToSql;
 use time::OffsetDateTime;
 use tokio_postgres::Row;
 
+use crate::batch;
 use crate::failure::{Failure, Infra};
 use crate::idempotency::Idempotency;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, OutboxRows};
 use crate::owners::Written;
 
 pub(crate) type StoreResult<T> = Result<T, Failure<OrderError>>;
@@ -19,6 +20,56 @@ pub(crate) type StoreResult<T> = Result<T, Failure<OrderError>>;
 pub(crate) struct NewRow {
     pub(crate) order: Order,
     pub(crate) key: Option<(String, serde_json::Value)>,
+}
+
+const INSERT_ORDERS: &str = "insert into orders.orders \
+     (order_id, user_id, status, currency, total, expires_at, created_at, updated_at, stock_settled) \
+     select o, u, s, c, t, e, a, a, true from \
+     unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bigint[], $6::timestamptz[], $7::timestamptz[]) \
+     as x(o, u, s, c, t, e, a)";
+
+const INSERT_LINES: &str = "insert into orders.order_lines \
+     (order_id, line_no, product_id, name, unit_price, quantity, line_total) \
+     select * from unnest($1::uuid[], $2::int[], $3::uuid[], $4::text[], $5::bigint[], \
+       $6::int[], $7::bigint[])";
+
+type Params<'a> = Vec<&'a (dyn ToSql + Sync)>;
+
+/// New orders as the columns of one insert.
+struct OrderColumns<'a> {
+    ids: Vec<uuid::Uuid>,
+    users: Vec<uuid::Uuid>,
+    statuses: Vec<&'a str>,
+    currencies: Vec<&'a str>,
+    totals: Vec<i64>,
+    expiries: Vec<OffsetDateTime>,
+    created: Vec<OffsetDateTime>,
+}
+
+impl<'a> OrderColumns<'a> {
+    fn of(orders: &[&'a Order]) -> Self {
+        Self {
+            ids: orders.iter().map(|o| o.id.0).collect(),
+            users: orders.iter().map(|o| o.user_id.0).collect(),
+            statuses: orders.iter().map(|o| o.status.as_str()).collect(),
+            currencies: orders.iter().map(|o| o.currency.code()).collect(),
+            totals: orders.iter().map(|o| o.total).collect(),
+            expiries: orders.iter().map(|o| o.expires_at).collect(),
+            created: orders.iter().map(|o| o.created_at).collect(),
+        }
+    }
+
+    fn params(&self) -> Params<'_> {
+        vec![
+            &self.ids,
+            &self.users,
+            &self.statuses,
+            &self.currencies,
+            &self.totals,
+            &self.expiries,
+            &self.created,
+        ]
+    }
 }
 
 /// Order lines as the columns of one insert.
@@ -31,6 +82,38 @@ struct LineColumns<'a> {
     unit_price: Vec<i64>,
     quantity: Vec<i32>,
     total: Vec<i64>,
+}
+
+impl<'a> LineColumns<'a> {
+    fn of(orders: &[&'a Order]) -> Result<Self, Infra> {
+        let mut columns = LineColumns::default();
+        for order in orders {
+            for (no, line) in (1i32..).zip(&order.items) {
+                columns.order.push(order.id.0);
+                columns.no.push(no);
+                columns.product.push(line.product_id.0);
+                columns.name.push(line.name.as_str());
+                columns.unit_price.push(line.unit_price);
+                columns
+                    .quantity
+                    .push(i32::try_from(line.quantity).map_err(Infra::bug)?);
+                columns.total.push(line.line_total);
+            }
+        }
+        Ok(columns)
+    }
+
+    fn params(&self) -> Params<'_> {
+        vec![
+            &self.order,
+            &self.no,
+            &self.product,
+            &self.name,
+            &self.unit_price,
+            &self.quantity,
+            &self.total,
+        ]
+    }
 }
 
 /// An order as stored, with its saga progress.
@@ -83,84 +166,31 @@ impl OrderStore {
     /// their Idempotency-Key outcomes, all in one transaction: one flush of
     /// the order writer, however many callers it serves.
     pub(crate) async fn insert_batch(&self, placed: &[NewRow]) -> Result<(), Infra> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let orders = tx
-            .prepare_cached(
-                "insert into orders.orders \
-                 (order_id, user_id, status, currency, total, expires_at, created_at, updated_at, stock_settled) \
-                 select o, u, s, c, t, e, a, a, true from \
-                 unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bigint[], $6::timestamptz[], $7::timestamptz[]) \
-                 as x(o, u, s, c, t, e, a)",
-            )
-            .await?;
+        let client = self.pool.get().await?;
+        let (orders, lines, finish, outbox) = futures::try_join!(
+            client.prepare_cached(INSERT_ORDERS),
+            client.prepare_cached(INSERT_LINES),
+            client.prepare_cached(self.keys.finish_sql()),
+            self.outbox.prepare(&client),
+        )?;
         let rows: Vec<&Order> = placed.iter().map(|p| &p.order).collect();
-        let ids: Vec<uuid::Uuid> = rows.iter().map(|o| o.id.0).collect();
-        let users: Vec<uuid::Uuid> = rows.iter().map(|o| o.user_id.0).collect();
-        let statuses: Vec<&str> = rows.iter().map(|o| o.status.as_str()).collect();
-        let currencies: Vec<&str> = rows.iter().map(|o| o.currency.code()).collect();
-        let totals: Vec<i64> = rows.iter().map(|o| o.total).collect();
-        let expiries: Vec<OffsetDateTime> = rows.iter().map(|o| o.expires_at).collect();
-        let created: Vec<OffsetDateTime> = rows.iter().map(|o| o.created_at).collect();
-        let params: [&(dyn ToSql + Sync); 7] = [
-            &ids,
-            &users,
-            &statuses,
-            &currencies,
-            &totals,
-            &expiries,
-            &created,
-        ];
-        tx.execute(&orders, &params).await?;
-        self.insert_lines(&tx, &rows).await?;
-        let keyed: Vec<&NewRow> = placed.iter().filter(|p| p.key.is_some()).collect();
-        for row in keyed {
+        let columns = OrderColumns::of(&rows);
+        let lines_of = LineColumns::of(&rows)?;
+        let mut statements = vec![(&orders, columns.params()), (&lines, lines_of.params())];
+        for row in placed {
             if let Some((key, outcome)) = &row.key {
-                let user = row.order.user_id;
-                self.keys.finish_in(&tx, user, key, outcome).await?;
+                let params: Vec<&(dyn ToSql + Sync)> = vec![&row.order.user_id, key, outcome];
+                statements.push((&finish, params));
             }
         }
         let events: Vec<OrderEvent> = rows
             .iter()
             .map(|o| OrderEvent::of(OrderEventKind::Placed, o))
             .collect();
-        self.outbox.commit(tx, &events).await?;
-        Ok(())
-    }
-
-    async fn insert_lines(&self, tx: &Transaction<'_>, orders: &[&Order]) -> Result<(), Infra> {
-        let lines = tx
-            .prepare_cached(
-                "insert into orders.order_lines \
-                 (order_id, line_no, product_id, name, unit_price, quantity, line_total) \
-                 select * from unnest($1::uuid[], $2::int[], $3::uuid[], $4::text[], $5::bigint[], \
-                   $6::int[], $7::bigint[])",
-            )
-            .await?;
-        let mut columns = LineColumns::default();
-        for order in orders {
-            for (no, line) in (1i32..).zip(&order.items) {
-                columns.order.push(order.id.0);
-                columns.no.push(no);
-                columns.product.push(line.product_id.0);
-                columns.name.push(line.name.as_str());
-                columns.unit_price.push(line.unit_price);
-                columns
-                    .quantity
-                    .push(i32::try_from(line.quantity).map_err(Infra::bug)?);
-                columns.total.push(line.line_total);
-            }
-        }
-        let params: [&(dyn ToSql + Sync); 7] = [
-            &columns.order,
-            &columns.no,
-            &columns.product,
-            &columns.name,
-            &columns.unit_price,
-            &columns.quantity,
-            &columns.total,
-        ];
-        tx.execute(&lines, &params).await?;
+        let appended = OutboxRows::of(&events);
+        statements.extend(appended.statements(&outbox));
+        batch::one_round_trip(&client, &statements).await?;
+        self.outbox.wake();
         Ok(())
     }
 

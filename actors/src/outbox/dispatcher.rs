@@ -94,12 +94,16 @@ impl Actor for Dispatcher {
                     OUTBOX_PARTITIONS - 1
                 ),
                 subscribers: format!("select distinct subscriber from {schema}.outbox_cursors"),
+                // Per partition a short range scan of its primary key (a join
+                // sorting everything pending took 11 ms with a backlog).
                 pending: format!(
                     "select o.partition, o.seq, o.event_id, o.event_type, o.aggregate_id, o.aggregate_seq, \
                        o.data, o.occurred_at \
-                     from {schema}.outbox o join {schema}.outbox_cursors c \
-                       on c.partition = o.partition and c.subscriber = $1 \
-                     where o.seq > c.delivered_seq \
+                     from {schema}.outbox_cursors c cross join lateral ( \
+                       select * from {schema}.outbox o \
+                       where o.partition = c.partition and o.seq > c.delivered_seq \
+                       order by o.seq limit {BATCH}) o \
+                     where c.subscriber = $1 \
                      order by o.seq, o.partition limit {BATCH}"
                 ),
                 claim: format!(

@@ -10,7 +10,7 @@
 //!   (its durable subscription id) and joined to the source's subscriber group.
 //!   It deduplicates by `event_id`: delivery is at-least-once.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use deadpool_postgres::Transaction;
@@ -29,7 +29,7 @@ pub use dispatcher::{Dispatcher, DispatcherArgs, DispatcherMsg};
 #[derive(Clone, Debug)]
 pub struct Outbox {
     service: Service,
-    claim: String,
+    lock: String,
     insert: String,
 }
 
@@ -38,26 +38,40 @@ impl Outbox {
         let schema = service.schema();
         Self {
             service,
-            claim: format!(
-                "update {schema}.outbox_head set seq = seq + $2 where partition = $1 returning seq"
+            lock: format!(
+                "select partition from {schema}.outbox_head where partition = any($1) \
+                 order by partition for update"
             ),
+            // Claims each partition's next seqs and inserts the events in one
+            // statement: seq by partition in event order, aggregate_seq per
+            // aggregate after the last one stored.
             insert: format!(
-                "insert into {schema}.outbox \
-                 (partition, seq, event_id, event_type, aggregate_id, aggregate_seq, data) \
-                 select e.partition, e.seq, e.event_id, e.event_type, e.aggregate_id, \
+                "with e as ( \
+                   select x.*, row_number() over (partition by x.partition order by x.ord) as k, \
+                     count(*) over (partition by x.partition) as n \
+                   from unnest($1::smallint[], $2::uuid[], $3::text[], $4::uuid[], $5::jsonb[]) \
+                     with ordinality as x(partition, event_id, event_type, aggregate_id, data, ord)), \
+                 heads as ( \
+                   update {schema}.outbox_head h set seq = h.seq + c.n \
+                   from (select partition, count(*) as n from e group by partition) c \
+                   where h.partition = c.partition returning h.partition, h.seq) \
+                 insert into {schema}.outbox \
+                   (partition, seq, event_id, event_type, aggregate_id, aggregate_seq, data) \
+                 select e.partition, heads.seq - e.n + e.k, e.event_id, e.event_type, e.aggregate_id, \
                    coalesce((select max(o.aggregate_seq) from {schema}.outbox o \
                              where o.aggregate_id = e.aggregate_id), 0) \
-                   + row_number() over (partition by e.aggregate_id order by e.seq), \
+                   + row_number() over (partition by e.aggregate_id order by e.ord), \
                    e.data \
-                 from unnest($1::smallint[], $2::bigint[], $3::uuid[], $4::text[], $5::uuid[], $6::jsonb[]) \
-                   as e(partition, seq, event_id, event_type, aggregate_id, data)"
+                 from e join heads on heads.partition = e.partition"
             ),
         }
     }
 
     /// Appends `events` inside `tx`. Call it last, right before commit: it locks
     /// the partitions' heads until commit, which is what keeps each partition's
-    /// `seq` in commit order.
+    /// `seq` in commit order. One round trip: the heads are locked in
+    /// partition order (so two writers never deadlock), pipelined with the
+    /// statement that claims them and inserts the events.
     pub async fn append<E: DomainEvent>(
         &self,
         tx: &Transaction<'_>,
@@ -66,43 +80,32 @@ impl Outbox {
         if events.is_empty() {
             return Ok(());
         }
-        let partitions: Vec<i16> = events
-            .iter()
-            .map(|e| partition_of(e.aggregate_id()))
-            .collect();
-        let mut counts: BTreeMap<i16, i64> = BTreeMap::new();
-        for p in &partitions {
-            *counts.entry(*p).or_default() += 1;
+        let rows = OutboxRows::of(events);
+        let (lock, insert) = futures::try_join!(
+            tx.prepare_cached(&self.lock),
+            tx.prepare_cached(&self.insert)
+        )?;
+        let (heads, params) = (rows.heads(), rows.params());
+        if rows.partitions_locked() {
+            // Sent in this order (the first future is polled first): the locks
+            // are held before the claim runs.
+            futures::try_join!(tx.query(&lock, &heads), tx.execute(&insert, &params))?;
+        } else {
+            tx.execute(&insert, &params).await?;
         }
-        // Heads are locked in partition order, so two writers never deadlock.
-        let mut next: BTreeMap<i16, i64> = BTreeMap::new();
-        let claim = tx.prepare_cached(&self.claim).await?;
-        for (&partition, &count) in &counts {
-            let head: i64 = tx.query_one(&claim, &[&partition, &count]).await?.get(0);
-            next.insert(partition, head - count + 1);
-        }
-        let mut seqs = Vec::with_capacity(events.len());
-        for p in &partitions {
-            let slot = next.entry(*p).or_default();
-            seqs.push(*slot);
-            *slot += 1;
-        }
-        // One statement for the whole batch: a product actor may append hundreds
-        // of events in one transaction.
-        let ids: Vec<uuid::Uuid> = events.iter().map(|_| EventId::new().0).collect();
-        let types: Vec<&str> = events.iter().map(|e| e.event_type()).collect();
-        let aggregates: Vec<uuid::Uuid> = events.iter().map(|e| e.aggregate_id()).collect();
-        let data: Vec<serde_json::Value> = events
-            .iter()
-            .map(|e| serde_json::to_value(e).unwrap_or(serde_json::Value::Null))
-            .collect();
-        let insert = tx.prepare_cached(&self.insert).await?;
-        tx.execute(
-            &insert,
-            &[&partitions, &seqs, &ids, &types, &aggregates, &data],
-        )
-        .await?;
         Ok(())
+    }
+
+    /// The statements that append events, prepared on `client`, for a
+    /// transaction sent in one round trip (see [`OutboxRows::statements`]).
+    pub(crate) async fn prepare(
+        &self,
+        client: &deadpool_postgres::Client,
+    ) -> Result<(tokio_postgres::Statement, tokio_postgres::Statement), tokio_postgres::Error> {
+        futures::try_join!(
+            client.prepare_cached(&self.lock),
+            client.prepare_cached(&self.insert)
+        )
     }
 
     /// The end of every write that changes state: appends `events` to `tx`,
@@ -125,6 +128,79 @@ impl Outbox {
         if let Some(cell) = ractor::registry::where_is(dispatcher_name(self.service)) {
             let _ = ActorRef::<DispatcherMsg>::from(cell).cast(DispatcherMsg::Wake);
         }
+    }
+}
+
+/// Events to append, as the columns of the append statement.
+pub(crate) struct OutboxRows {
+    partitions: Vec<i16>,
+    distinct: Vec<i16>,
+    ids: Vec<uuid::Uuid>,
+    types: Vec<&'static str>,
+    aggregates: Vec<uuid::Uuid>,
+    data: Vec<serde_json::Value>,
+}
+
+type Params<'a> = Vec<&'a (dyn postgres_types::ToSql + Sync)>;
+
+impl OutboxRows {
+    pub(crate) fn of<E: DomainEvent>(events: &[E]) -> Self {
+        let partitions: Vec<i16> = events
+            .iter()
+            .map(|e| partition_of(e.aggregate_id()))
+            .collect();
+        let distinct: BTreeSet<i16> = partitions.iter().copied().collect();
+        Self {
+            distinct: distinct.into_iter().collect(),
+            partitions,
+            ids: events.iter().map(|_| EventId::new().0).collect(),
+            types: events.iter().map(|e| e.event_type()).collect(),
+            aggregates: events.iter().map(|e| e.aggregate_id()).collect(),
+            data: events
+                .iter()
+                .map(|e| serde_json::to_value(e).unwrap_or(serde_json::Value::Null))
+                .collect(),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// With several partitions their heads are locked first, in order.
+    fn partitions_locked(&self) -> bool {
+        self.distinct.len() > 1
+    }
+
+    fn heads(&self) -> Params<'_> {
+        vec![&self.distinct]
+    }
+
+    fn params(&self) -> Params<'_> {
+        vec![
+            &self.partitions,
+            &self.ids,
+            &self.types,
+            &self.aggregates,
+            &self.data,
+        ]
+    }
+
+    /// The append as statements of a transaction sent in one round trip,
+    /// given the two prepared by [`Outbox::prepare`].
+    pub(crate) fn statements<'a>(
+        &'a self,
+        (lock, insert): &'a (tokio_postgres::Statement, tokio_postgres::Statement),
+    ) -> Vec<(&'a tokio_postgres::Statement, Params<'a>)> {
+        let mut statements = Vec::new();
+        if self.is_empty() {
+            return statements;
+        }
+        if self.partitions_locked() {
+            statements.push((lock, self.heads()));
+        }
+        statements.push((insert, self.params()));
+        statements
     }
 }
 
