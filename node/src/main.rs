@@ -2,6 +2,11 @@
 
 use clap::Parser;
 
+// Many small allocations from many threads (a task per request, per actor
+// message): glibc's malloc spent a seventh of the node's CPU under load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = mart_node::config::Cli::parse();
