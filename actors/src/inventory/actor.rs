@@ -15,7 +15,7 @@
 //! (nothing was written, ask the owner again) and stops. Taking ownership
 //! costs no write, so an actor that only reads never disturbs another.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use mart_schema::inventory::{InventoryError, LineStatus, StockLevels};
@@ -24,10 +24,10 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use time::OffsetDateTime;
 
 use super::state::{self, Levels, Line, OpDone, Scratch, StockOp};
-use super::store::{StockStore, StockWrite};
+use super::store::{StockStore, StockWrite, Wrote};
 use super::writer::StockWriter;
 use crate::batch;
-use crate::owners::{Owned, Written};
+use crate::owners::Owned;
 
 /// A stock actor with nothing to do for this long stops; its product's state
 /// is in PostgreSQL and it is started again on the next request.
@@ -155,6 +155,32 @@ impl Actor for StockActor {
     }
 }
 
+/// A batch decided change by change: the answers, the events, and what the
+/// stock became.
+struct Decided {
+    scratch: Scratch,
+    answers: Vec<Result<OpDone, InventoryError>>,
+    events: Vec<mart_schema::inventory::InventoryEvent>,
+}
+
+impl Decided {
+    fn of(mut scratch: Scratch, batch: &[(StockOp, Option<OpReply>)]) -> Self {
+        let now = OffsetDateTime::now_utc();
+        let mut events = Vec::new();
+        let mut answers = Vec::with_capacity(batch.len());
+        for (op, _) in batch {
+            let (answer, mut published) = state::decide(&mut scratch, op, now);
+            events.append(&mut published);
+            answers.push(answer);
+        }
+        Self {
+            scratch,
+            answers,
+            events,
+        }
+    }
+}
+
 fn schedule_expiry(myself: &ActorRef<StockMsg>, at: OffsetDateTime) {
     let wait = (at - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
     let wait = Duration::try_from(wait).unwrap_or_default() + Duration::from_millis(5);
@@ -207,63 +233,83 @@ impl StockState {
             self.stop_if_unknown(myself);
             return Ok(());
         };
-        let mut scratch = self.scratch(start, &batch).await?;
-        let now = OffsetDateTime::now_utc();
-        let mut events = Vec::new();
-        let mut answers = Vec::with_capacity(batch.len());
-        for (op, reply) in batch {
-            let (answer, mut published) = state::decide(&mut scratch, &op, now);
-            events.append(&mut published);
-            answers.push((reply, answer));
-        }
-        let write = StockWrite {
-            product_id,
-            levels: scratch.levels.clone(),
-            lines: scratch.touched.clone(),
-            events,
-        };
-        match batch::write::<StockWriter>(write).await? {
-            Written::Fenced => {
-                tracing::info!(product = %product_id, "ownership moved; handing over");
-                let moved = || Owned::Moved(format!("product {product_id} moved to another owner"));
-                for reply in answers.into_iter().filter_map(|(reply, _)| reply) {
-                    let _ = reply.send(Err(moved()));
-                }
-                self.fenced = true;
-                let _ = myself.drain();
-            }
-            Written::Committed => {
-                self.remember(myself, scratch);
-                for (reply, answer) in answers {
-                    if let Some(reply) = reply {
-                        let _ = reply.send(answer.map_err(Owned::Rejected));
+        // A new reservation's line is taken for new without asking the
+        // database; the write checks. If one exists after all, decide again
+        // having looked everything up.
+        let mut look_up_all = false;
+        loop {
+            let (scratch, assumed_new) = self.scratch(start.clone(), &batch, look_up_all).await?;
+            let decided = Decided::of(scratch, &batch);
+            let write = StockWrite {
+                product_id,
+                levels: decided.scratch.levels.clone(),
+                lines: decided.scratch.touched.clone(),
+                events: decided.events.clone(),
+                assumed_new,
+            };
+            match batch::write::<StockWriter>(write).await? {
+                Wrote::Stale if !look_up_all => look_up_all = true,
+                Wrote::Committed => {
+                    self.remember(myself, decided.scratch);
+                    for ((_, reply), answer) in batch.into_iter().zip(decided.answers) {
+                        if let Some(reply) = reply {
+                            let _ = reply.send(answer.map_err(Owned::Rejected));
+                        }
                     }
+                    return Ok(());
+                }
+                Wrote::Fenced | Wrote::Stale => {
+                    tracing::info!(product = %product_id, "ownership moved; handing over");
+                    let moved =
+                        || Owned::Moved(format!("product {product_id} moved to another owner"));
+                    for reply in batch.into_iter().filter_map(|(_, reply)| reply) {
+                        let _ = reply.send(Err(moved()));
+                    }
+                    self.fenced = true;
+                    let _ = myself.drain();
+                    return Ok(());
                 }
             }
         }
-        Ok(())
     }
 
     /// The batch's starting point: the levels, and every line it names, from
-    /// memory or (one query for all) from the database.
+    /// memory or (one query for all) from the database. A new reservation's
+    /// line unknown to memory is taken for new (and named in the answer)
+    /// unless `look_up_all`.
     async fn scratch(
         &self,
         levels: Levels,
         batch: &[(StockOp, Option<OpReply>)],
-    ) -> Result<Scratch, ActorProcessingErr> {
+        look_up_all: bool,
+    ) -> Result<(Scratch, Vec<OrderId>), ActorProcessingErr> {
         let mut lines = HashMap::new();
-        let mut unknown = Vec::new();
-        for order in batch.iter().filter_map(|(op, _)| op.order()) {
+        let mut unknown = BTreeSet::new();
+        let mut reserving = BTreeSet::new();
+        for (op, _) in batch {
+            let Some(order) = op.order() else { continue };
             match self.open.get(&order).or_else(|| self.recent.get(&order)) {
                 Some(line) => {
                     lines.insert(order, *line);
                 }
-                None => unknown.push(order),
+                None if matches!(op, StockOp::Reserve { .. }) => {
+                    reserving.insert(order);
+                }
+                None => {
+                    unknown.insert(order);
+                }
             }
         }
+        // Named by another change too: look it up after all.
+        reserving.retain(|order| !unknown.contains(order));
+        if look_up_all {
+            unknown.append(&mut reserving);
+        }
+        let unknown: Vec<OrderId> = unknown.into_iter().collect();
         let product = self.args.product_id;
         lines.extend(self.args.store.lines(product, &unknown).await?);
-        Ok(Scratch::new(product, levels, lines))
+        let scratch = Scratch::new(product, levels, lines);
+        Ok((scratch, reserving.into_iter().collect()))
     }
 
     /// Committed: memory follows what was written.
@@ -294,12 +340,23 @@ mod tests {
     use mart_schema::db::testing::TestDb;
     use ractor::rpc::CallResult;
 
+    /// The node's stock writer is registered by name: one test at a time.
+    static ONE_WRITER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     async fn reserve(
         actor: &ActorRef<StockMsg>,
         quantity: i64,
     ) -> Result<OpDone, Owned<InventoryError>> {
+        reserve_for(actor, OrderId::new(), quantity).await
+    }
+
+    async fn reserve_for(
+        actor: &ActorRef<StockMsg>,
+        order_id: OrderId,
+        quantity: i64,
+    ) -> Result<OpDone, Owned<InventoryError>> {
         let op = StockOp::Reserve {
-            order_id: OrderId::new(),
+            order_id,
             quantity,
             expires_at: OffsetDateTime::now_utc() + time::Duration::minutes(5),
         };
@@ -321,6 +378,7 @@ mod tests {
     /// stops, and the product's levels stay exact.
     #[tokio::test]
     async fn a_stale_owner_is_fenced_out_and_nothing_is_oversold() {
+        let _one = ONE_WRITER.lock().await;
         let db = TestDb::new().await;
         let product_id = ProductId::new();
         db.pool
@@ -382,6 +440,65 @@ mod tests {
             (5, 5, 3)
         );
         owner.stop(None);
-        writer.stop(None);
+        let _ = writer.stop_and_wait(None, None).await;
+    }
+
+    /// A reservation asked again after its line was settled and the actor
+    /// restarted (so memory does not know the line): the line the database
+    /// holds is the answer, and nothing is reserved twice.
+    #[tokio::test]
+    async fn a_reservation_asked_again_after_a_restart_is_not_taken_twice() {
+        let _one = ONE_WRITER.lock().await;
+        let db = TestDb::new().await;
+        let product_id = ProductId::new();
+        let client = db.pool.get().await.expect("client");
+        client
+            .execute(
+                "insert into inventory.stock (product_id, on_hand) values ($1, 5)",
+                &[&product_id],
+            )
+            .await
+            .expect("stock");
+        let store = StockStore::new(db.pool.clone());
+        let name = Some(<StockWriter as BatchWrite>::NAME.to_owned());
+        let (writer, _) = Actor::spawn(
+            name,
+            GroupCommit::<StockWriter>::new(),
+            StockWriter(store.clone()),
+        )
+        .await
+        .expect("writer");
+        let args = StockArgs { product_id, store };
+        let order = OrderId::new();
+        let (first, first_handle) = Actor::spawn(None, StockActor, args.clone())
+            .await
+            .expect("actor");
+        assert!(reserve_for(&first, order, 2).await.is_ok());
+        first.stop(None);
+        first_handle.await.expect("stops");
+        // Sold meanwhile: a fresh actor does not load committed lines.
+        client
+            .batch_execute(&format!(
+                "update inventory.reservation_lines set status = 'committed' where order_id = '{order}'; \
+                 update inventory.stock set on_hand = 3, reserved = 0, version = version + 1 \
+                   where product_id = '{product_id}'"
+            ))
+            .await
+            .expect("commit");
+        let (second, _) = Actor::spawn(None, StockActor, args).await.expect("actor");
+        match reserve_for(&second, order, 2).await {
+            Ok(OpDone::Line(line)) => assert_eq!(line.status, LineStatus::Committed),
+            other => panic!("the stored line, not {other:?}"),
+        }
+        let row = client
+            .query_one(
+                "select on_hand, reserved from inventory.stock where product_id = $1",
+                &[&product_id],
+            )
+            .await
+            .expect("levels");
+        assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (3, 0));
+        second.stop(None);
+        let _ = writer.stop_and_wait(None, None).await;
     }
 }

@@ -14,7 +14,6 @@ use super::state::{Levels, Line};
 use crate::batch;
 use crate::failure::Infra;
 use crate::outbox::{Outbox, OutboxRows};
-use crate::owners::Written;
 
 /// One product's decided batch, to be written: its new levels (with the
 /// version they were decided on), the lines it changed, its events.
@@ -24,18 +23,52 @@ pub(crate) struct StockWrite {
     pub(crate) levels: Levels,
     pub(crate) lines: BTreeMap<OrderId, Line>,
     pub(crate) events: Vec<InventoryEvent>,
+    /// Orders whose lines the batch took for new without looking (a new
+    /// reservation); the write checks none exists.
+    pub(crate) assumed_new: Vec<OrderId>,
 }
 
-/// Every product's levels, if every version is still the one decided on;
-/// otherwise a division by zero aborts the transaction.
+/// What became of one product's batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wrote {
+    Committed,
+    /// Another actor wrote the product since this one loaded: it moved.
+    Fenced,
+    /// A line taken for new exists: decide again, having looked it up.
+    Stale,
+}
+
+/// Every product's levels, if every version is still the one decided on and
+/// no line its batch took for new exists; otherwise a division by zero
+/// aborts the transaction.
 const UPDATE_ALL: &str = "with u as ( \
        update inventory.stock s set on_hand = u.on_hand, reserved = u.reserved, \
          archived = s.archived or u.archived, version = s.version + 1, updated_at = now() \
        from unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bool[], $5::bigint[]) \
          as u(product_id, on_hand, reserved, archived, version) \
-       where s.product_id = u.product_id and s.version = u.version \
+       where s.product_id = u.product_id and s.version = u.version and not exists ( \
+         select 1 from unnest($7::uuid[], $8::uuid[]) as n(product_id, order_id) \
+         join inventory.reservation_lines l on l.order_id = n.order_id and l.product_id = n.product_id \
+         where n.product_id = u.product_id) \
        returning 1) \
      select 1 / (case when count(*) = $6 then 1 else 0 end) from u";
+
+/// The levels of the products whose version still holds and whose lines
+/// taken for new do not exist; answers those written.
+const UPDATE_SOME: &str = "update inventory.stock s set on_hand = u.on_hand, reserved = u.reserved, \
+       archived = s.archived or u.archived, version = s.version + 1, updated_at = now() \
+     from unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bool[], $5::bigint[]) \
+       as u(product_id, on_hand, reserved, archived, version) \
+     where s.product_id = u.product_id and s.version = u.version and not exists ( \
+       select 1 from unnest($6::uuid[], $7::uuid[]) as n(product_id, order_id) \
+       join inventory.reservation_lines l on l.order_id = n.order_id and l.product_id = n.product_id \
+       where n.product_id = u.product_id) \
+     returning s.product_id";
+
+/// The products of the given (product, order) lines that exist.
+const EXISTING: &str = "select distinct n.product_id \
+     from unnest($1::uuid[], $2::uuid[]) as n(product_id, order_id) \
+     join inventory.reservation_lines l on l.order_id = n.order_id and l.product_id = n.product_id";
 
 const UPSERT_LINES: &str = "insert into inventory.reservation_lines \
        (order_id, product_id, quantity, status, expires_at) \
@@ -52,6 +85,9 @@ struct LevelColumns {
     reserved: Vec<i64>,
     archived: Vec<bool>,
     versions: Vec<i64>,
+    /// (product, order) of every line a batch took for new.
+    new_products: Vec<uuid::Uuid>,
+    new_orders: Vec<uuid::Uuid>,
 }
 
 impl LevelColumns {
@@ -62,6 +98,14 @@ impl LevelColumns {
             reserved: batches.iter().map(|b| b.levels.reserved).collect(),
             archived: batches.iter().map(|b| b.levels.archived).collect(),
             versions: batches.iter().map(|b| b.levels.version).collect(),
+            new_products: batches
+                .iter()
+                .flat_map(|b| b.assumed_new.iter().map(|_| b.product_id.0))
+                .collect(),
+            new_orders: batches
+                .iter()
+                .flat_map(|b| b.assumed_new.iter().map(|o| o.0))
+                .collect(),
         }
     }
 
@@ -213,7 +257,7 @@ impl StockStore {
     /// every product's version is still the one it was decided on; if any
     /// is not (ownership moved: rare), it falls back to
     /// [`Self::write_partly`], which writes the others.
-    pub(crate) async fn write_batch(&self, batches: &[StockWrite]) -> Result<Vec<Written>, Infra> {
+    pub(crate) async fn write_batch(&self, batches: &[StockWrite]) -> Result<Vec<Wrote>, Infra> {
         let client = self.pool.get().await?;
         let (update, upsert, outbox) = futures::try_join!(
             client.prepare_cached(UPDATE_ALL),
@@ -231,6 +275,8 @@ impl StockStore {
         let count = i64::try_from(batches.len()).map_err(Infra::bug)?;
         let mut params = levels.params();
         params.push(&count);
+        params.push(&levels.new_products);
+        params.push(&levels.new_orders);
         let mut statements = vec![(&update, params)];
         if !lines.is_empty() {
             statements.push((&upsert, lines.params()));
@@ -241,7 +287,7 @@ impl StockStore {
                 if !appended.is_empty() {
                     self.outbox.wake();
                 }
-                Ok(vec![Written::Committed; batches.len()])
+                Ok(vec![Wrote::Committed; batches.len()])
             }
             // Some product was written by another actor since: sort it out
             // product by product.
@@ -257,26 +303,14 @@ impl StockStore {
     /// lines, events) in one transaction. Each product's write is a
     /// compare-and-set on its version: those another actor wrote since are
     /// left out, lines and events included. Answers which were written.
-    pub(crate) async fn write_partly(&self, batches: &[StockWrite]) -> Result<Vec<Written>, Infra> {
+    pub(crate) async fn write_partly(&self, batches: &[StockWrite]) -> Result<Vec<Wrote>, Infra> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let update = tx
-            .prepare_cached(
-                "update inventory.stock s set on_hand = u.on_hand, reserved = u.reserved, \
-                   archived = s.archived or u.archived, version = s.version + 1, updated_at = now() \
-                 from unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bool[], $5::bigint[]) \
-                   as u(product_id, on_hand, reserved, archived, version) \
-                 where s.product_id = u.product_id and s.version = u.version \
-                 returning s.product_id",
-            )
-            .await?;
-        let products: Vec<uuid::Uuid> = batches.iter().map(|b| b.product_id.0).collect();
-        let on_hand: Vec<i64> = batches.iter().map(|b| b.levels.on_hand).collect();
-        let reserved: Vec<i64> = batches.iter().map(|b| b.levels.reserved).collect();
-        let archived: Vec<bool> = batches.iter().map(|b| b.levels.archived).collect();
-        let versions: Vec<i64> = batches.iter().map(|b| b.levels.version).collect();
-        let params: [&(dyn postgres_types::ToSql + Sync); 5] =
-            [&products, &on_hand, &reserved, &archived, &versions];
+        let update = tx.prepare_cached(UPDATE_SOME).await?;
+        let levels = LevelColumns::of(batches);
+        let mut params = levels.params();
+        params.push(&levels.new_products);
+        params.push(&levels.new_orders);
         let written: HashSet<ProductId> = tx
             .query(&update, &params)
             .await?
@@ -295,15 +329,29 @@ impl StockStore {
         futures::try_join!(self.upsert_lines(&tx, &committed), async {
             self.outbox.append(&tx, &events).await.map_err(Infra::from)
         })?;
+        // Left out because a line taken for new exists: decided on a wrong
+        // picture, not fenced.
+        let stale: HashSet<ProductId> = tx
+            .query(EXISTING, &[&levels.new_products, &levels.new_orders])
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
         tx.commit().await?;
         if !events.is_empty() {
             self.outbox.wake();
         }
         Ok(batches
             .iter()
-            .map(|b| match written.contains(&b.product_id) {
-                true => Written::Committed,
-                false => Written::Fenced,
+            .map(|b| {
+                match (
+                    written.contains(&b.product_id),
+                    stale.contains(&b.product_id),
+                ) {
+                    (true, _) => Wrote::Committed,
+                    (false, true) => Wrote::Stale,
+                    (false, false) => Wrote::Fenced,
+                }
             })
             .collect())
     }

@@ -4,10 +4,9 @@
 
 use std::collections::HashSet;
 
-use super::store::{StockStore, StockWrite};
+use super::store::{StockStore, StockWrite, Wrote};
 use crate::batch::BatchWrite;
 use crate::failure::Infra;
-use crate::owners::Written;
 
 /// Writes decided stock batches, many products to a transaction.
 #[derive(Debug, Clone)]
@@ -15,15 +14,15 @@ pub(crate) struct StockWriter(pub(crate) StockStore);
 
 impl BatchWrite for StockWriter {
     type Item = StockWrite;
-    type Done = Written;
+    type Done = Wrote;
     const NAME: &'static str = "mart.inventory.writer";
     const MAX_BATCH: usize = 512;
 
-    async fn write(&self, writes: Vec<StockWrite>) -> Result<Vec<Written>, Infra> {
+    async fn write(&self, writes: Vec<StockWrite>) -> Result<Vec<Wrote>, Infra> {
         // A product appears once per transaction (its update is one row);
         // a second batch of one product (rare: an actor replaced mid-write)
         // goes in the next.
-        let mut done = vec![Written::Fenced; writes.len()];
+        let mut done = vec![Wrote::Fenced; writes.len()];
         let mut left: Vec<(usize, StockWrite)> = writes.into_iter().enumerate().collect();
         while !left.is_empty() {
             let mut seen = HashSet::new();
