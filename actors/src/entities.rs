@@ -81,6 +81,14 @@ where
         Ok(actor)
     }
 
+    /// Sends `msg()` to every entity actor (the idle check: one timer on the
+    /// router instead of one per actor).
+    pub(crate) fn tell_all(&self, msg: impl Fn() -> M) {
+        for actor in self.actors.values() {
+            let _ = actor.cast(msg());
+        }
+    }
+
     /// The router is stopping: peers stop routing here, and every entity
     /// actor stops once its mailbox is empty.
     pub(crate) fn leave(&self, router: &ActorCell) {

@@ -46,7 +46,8 @@ pub(crate) enum StockMsg {
     Flush,
     /// Release reservations whose time is up.
     ExpireDue,
-    /// Stop if idle.
+    /// Stop if idle (sent by the router to all its actors now and then:
+    /// one timer for all instead of one each).
     Tick,
 }
 
@@ -71,6 +72,8 @@ pub(crate) struct StockState {
     last_active: Instant,
     /// Another node owns the product now: everything still queued is "moved".
     fenced: bool,
+    /// When the one pending expiry timer fires (for the earliest open line).
+    alarm: Option<OffsetDateTime>,
 }
 
 impl Actor for StockActor {
@@ -88,11 +91,7 @@ impl Actor for StockActor {
             Some((levels, open)) => (Some(levels), open),
             None => (None, HashMap::new()),
         };
-        for line in open.values() {
-            schedule_expiry(&myself, line.expires_at);
-        }
-        myself.send_interval(IDLE / 2, || StockMsg::Tick);
-        Ok(StockState {
+        let mut state = StockState {
             args,
             levels,
             open,
@@ -101,7 +100,10 @@ impl Actor for StockActor {
             flush_queued: false,
             last_active: Instant::now(),
             fenced: false,
-        })
+            alarm: None,
+        };
+        state.set_alarm(&myself);
+        Ok(state)
     }
 
     async fn handle(
@@ -123,6 +125,7 @@ impl Actor for StockActor {
                 state.stop_if_unknown(&myself);
             }
             StockMsg::ExpireDue => {
+                state.alarm = None;
                 let now = OffsetDateTime::now_utc();
                 let due: Vec<OrderId> = state
                     .open
@@ -137,6 +140,7 @@ impl Actor for StockActor {
                     };
                     state.enqueue(&myself, op, None);
                 }
+                state.set_alarm(&myself);
             }
             StockMsg::Flush => {
                 state.flush_queued = false;
@@ -188,6 +192,18 @@ fn schedule_expiry(myself: &ActorRef<StockMsg>, at: OffsetDateTime) {
 }
 
 impl StockState {
+    /// One timer per actor, for its earliest open line (a timer each cost
+    /// a task per reservation); a later one is set when it fires.
+    fn set_alarm(&mut self, myself: &ActorRef<StockMsg>) {
+        let Some(earliest) = self.open.values().map(|l| l.expires_at).min() else {
+            return;
+        };
+        if self.alarm.is_none_or(|at| earliest < at) {
+            self.alarm = Some(earliest);
+            schedule_expiry(myself, earliest);
+        }
+    }
+
     fn enqueue(&mut self, myself: &ActorRef<StockMsg>, op: StockOp, reply: Option<OpReply>) {
         self.pending.push((op, reply));
         // Everything already in the mailbox arrives before this Flush, so one
@@ -318,9 +334,6 @@ impl StockState {
         self.levels = Some(written.levels);
         for (order_id, line) in written.touched {
             if line.status == LineStatus::Reserved {
-                if !self.open.contains_key(&order_id) {
-                    schedule_expiry(myself, line.expires_at);
-                }
                 self.open.insert(order_id, line);
             } else {
                 self.open.remove(&order_id);
@@ -330,6 +343,7 @@ impl StockState {
                 self.recent.insert(order_id, line);
             }
         }
+        self.set_alarm(myself);
     }
 }
 

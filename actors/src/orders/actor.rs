@@ -44,6 +44,7 @@ pub(crate) enum OrderMsg {
     Transition(Caller, OrderStatus, RpcReplyPort<TransitionAnswer>),
     /// Expire if due; finish an unfinished step.
     Resume,
+    /// Stop if idle (sent by the router to all its actors now and then).
     Tick,
 }
 
@@ -86,7 +87,6 @@ impl Actor for OrderActor {
         if !settled {
             let _ = myself.cast(OrderMsg::Resume);
         }
-        myself.send_interval(IDLE / 2, || OrderMsg::Tick);
         Ok(OrderState {
             deps,
             order,

@@ -18,6 +18,8 @@ use crate::entities::Entities;
 use crate::owners;
 use crate::wire::Wire;
 
+/// Every this many sweeps (30 s) the router asks idle actors to stop.
+const TICK_EVERY_SWEEPS: u64 = 6;
 /// How often the router looks for orders with work left.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
@@ -46,6 +48,7 @@ pub(crate) struct OrderRouter;
 pub(crate) struct RouterState {
     deps: OrderDeps,
     actors: Entities<OrderId, OrderMsg>,
+    sweeps: u64,
 }
 
 impl Actor for OrderRouter {
@@ -61,7 +64,11 @@ impl Actor for OrderRouter {
         let actors = Entities::join(Service::Orders, &myself.get_cell());
         let _ = myself.cast(RouterMsg::Sweep(Wire::Value(())));
         myself.send_interval(SWEEP_EVERY, || RouterMsg::Sweep(Wire::Value(())));
-        Ok(RouterState { deps, actors })
+        Ok(RouterState {
+            deps,
+            actors,
+            sweeps: 0,
+        })
     }
 
     async fn post_stop(
@@ -92,20 +99,13 @@ impl Actor for OrderRouter {
                     )
                 },
             ),
-            RouterMsg::Sweep(_) => match state.deps.store.due().await {
-                Ok(due) => {
-                    let owned: Vec<OrderId> = due
-                        .into_iter()
-                        .filter(|id| state.actors.owns(*id))
-                        .collect();
-                    for id in owned {
-                        if let Ok(actor) = state.actor(&myself, id) {
-                            let _ = actor.cast(OrderMsg::Resume);
-                        }
-                    }
+            RouterMsg::Sweep(_) => {
+                state.sweeps += 1;
+                if state.sweeps % TICK_EVERY_SWEEPS == 0 {
+                    state.actors.tell_all(|| OrderMsg::Tick);
                 }
-                Err(e) => tracing::warn!(error = ?e, "order sweep failed"),
-            },
+                state.sweep(&myself).await;
+            }
         }
         Ok(())
     }
@@ -122,6 +122,20 @@ impl Actor for OrderRouter {
 }
 
 impl RouterState {
+    /// Wakes the owned orders with work left.
+    async fn sweep(&mut self, myself: &ActorRef<RouterMsg>) {
+        let due = match self.deps.store.due().await {
+            Ok(due) => due,
+            Err(e) => return tracing::warn!(error = ?e, "order sweep failed"),
+        };
+        let owned: Vec<OrderId> = due.into_iter().filter(|id| self.actors.owns(*id)).collect();
+        for id in owned {
+            if let Ok(actor) = self.actor(myself, id) {
+                let _ = actor.cast(OrderMsg::Resume);
+            }
+        }
+    }
+
     fn actor(
         &mut self,
         myself: &ActorRef<RouterMsg>,
