@@ -327,6 +327,58 @@ pub fn dev_broker() -> Result<String, String> {
     rx.recv().map_err(|e| e.to_string())?
 }
 
+/// A record seen on a topic: its key (the aggregate id), its CloudEvents
+/// type, and when it arrived.
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    pub key: String,
+    pub kind: String,
+    pub at: std::time::Instant,
+}
+
+/// Reads `topics` from their beginning, as an outside consumer would, on a thread
+/// of its own, noting when each record arrives, until `stop` is set; then
+/// answers what it saw (`mart bench` measures the mirror's lag with it).
+pub fn watch(
+    bootstrap: &str,
+    topics: &[String],
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<std::thread::JoinHandle<Vec<Arrival>>, String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("mart-watch-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "5")
+        .create()
+        .map_err(|e| e.to_string())?;
+    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics).map_err(|e| e.to_string())?;
+    std::thread::Builder::new()
+        .name("kafka-watch".into())
+        .spawn(move || {
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Some(Ok(message)) = consumer.poll(std::time::Duration::from_millis(50)) else {
+                    continue;
+                };
+                let at = std::time::Instant::now();
+                let event: serde_json::Value =
+                    serde_json::from_slice(message.payload().unwrap_or_default())
+                        .unwrap_or_default();
+                seen.push(Arrival {
+                    key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
+                    kind: event["type"].as_str().unwrap_or_default().to_owned(),
+                    at,
+                });
+            }
+            seen
+        })
+        .map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,36 +28,63 @@ pub(super) async fn scenarios(
     reference_url: &str,
     options: &BenchOptions,
 ) -> anyhow::Result<Vec<Row>> {
-    let data = std::env::temp_dir().join(format!("mart-bench-{}", uuid::Uuid::new_v4().simple()));
-    let data_dir = data.display().to_string();
-    let cli = Cli::try_parse_from([
-        "mart",
-        "--node-name",
-        "bench",
-        "--http-addr",
-        "127.0.0.1:0",
-        "--database-url",
-        node_url,
-        "--data-dir",
-        &data_dir,
-        "--jwt-secret",
-        "bench only, never a real secret",
-        "--admin-email",
-        ADMIN_EMAIL,
-        "--admin-password",
-        ADMIN_PASSWORD,
-    ])?;
-    let app = App::build(cli.node).await?;
-    let addr = app.http_addr().context("the bench node has an edge")?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let node = tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
-    let outcome = measure(addr, node_url, reference_url, options).await;
-    let _ = stop.send(());
-    let _ = node.await;
-    let _ = std::fs::remove_dir_all(&data);
+    let node = Node::start(node_url, &[]).await?;
+    let outcome = measure(node.addr, node_url, reference_url, options).await;
+    node.stop().await;
     outcome
+}
+
+/// A whole node in this process, on its own database and data directory.
+pub(super) struct Node {
+    pub(super) addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    running: tokio::task::JoinHandle<anyhow::Result<()>>,
+    data: std::path::PathBuf,
+}
+
+impl Node {
+    pub(super) async fn start(database_url: &str, extra: &[&str]) -> anyhow::Result<Node> {
+        let data =
+            std::env::temp_dir().join(format!("mart-bench-{}", uuid::Uuid::new_v4().simple()));
+        let data_dir = data.display().to_string();
+        let mut args = vec![
+            "mart",
+            "--node-name",
+            "bench",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--database-url",
+            database_url,
+            "--data-dir",
+            &data_dir,
+            "--jwt-secret",
+            "bench only, never a real secret",
+            "--admin-email",
+            ADMIN_EMAIL,
+            "--admin-password",
+            ADMIN_PASSWORD,
+        ];
+        args.extend_from_slice(extra);
+        let cli = Cli::try_parse_from(args)?;
+        let app = App::build(cli.node).await?;
+        let addr = app.http_addr().context("the bench node has an edge")?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        Ok(Node {
+            addr,
+            stop,
+            running,
+            data,
+        })
+    }
+
+    pub(super) async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.running.await;
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
 }
 
 async fn measure(
@@ -118,15 +145,15 @@ async fn measure(
 }
 
 /// A catalog to read and order from, and a shopper.
-struct Shop {
-    ids: Arc<Vec<String>>,
+pub(super) struct Shop {
+    pub(super) ids: Arc<Vec<String>>,
     /// One product as the edge answers it (the bare route answers the same).
     sample: Value,
-    token: String,
+    pub(super) token: String,
 }
 
 impl Shop {
-    async fn open(base: &str, products: usize) -> anyhow::Result<Shop> {
+    pub(super) async fn open(base: &str, products: usize) -> anyhow::Result<Shop> {
         let http = reqwest::Client::new();
         let token = |username: &str, password: &str| {
             let form = [

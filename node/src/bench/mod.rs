@@ -8,8 +8,11 @@
 //! - `edge`: a whole node over real HTTP: product reads against a bare axum
 //!   route answering the same JSON; order placement against the raw SQL
 //!   order transaction (`orders`). `load` is the HTTP load generator.
+//! - `kafka`: the Kafka mirror's lag, from an order's 201 to its record on
+//!   the topic, at a steady rate of orders.
 
 mod edge;
+mod kafka;
 mod load;
 mod orders;
 mod stock;
@@ -42,8 +45,11 @@ pub struct BenchOptions {
     /// HTTP connections placing orders (and clients of the raw SQL reference).
     #[arg(long, default_value_t = 32)]
     pub order_connections: usize,
-    /// Only the stock scenarios, or only the edge ones.
-    #[arg(long, value_parser = ["stock", "edge"])]
+    /// Orders per second placed while the Kafka mirror's lag is measured.
+    #[arg(long, default_value_t = 400)]
+    pub kafka_orders_per_second: u64,
+    /// Only the stock scenarios, the edge ones, or the Kafka mirror's lag.
+    #[arg(long, value_parser = ["stock", "edge", "kafka"])]
     pub only: Option<String>,
     /// Print the figures as JSON instead of a table.
     #[arg(long)]
@@ -126,7 +132,7 @@ pub async fn run(server_url: &str, options: &BenchOptions) -> anyhow::Result<()>
         .context("connecting")?;
     let connection = tokio::spawn(connection);
     let run = uuid::Uuid::new_v4().simple().to_string();
-    let scratch: Vec<String> = ["stock", "node", "reference"]
+    let scratch: Vec<String> = ["stock", "node", "reference", "kafka"]
         .iter()
         .map(|what| format!("mart_bench_{what}_{run}"))
         .collect();
@@ -143,15 +149,20 @@ pub async fn run(server_url: &str, options: &BenchOptions) -> anyhow::Result<()>
     let mut rows = Vec::new();
     let only = options.only.as_deref();
     let mut outcome = Ok(());
-    if only != Some("edge") {
+    if only.is_none_or(|o| o == "stock") {
         outcome = stock::scenarios(&url_of(&scratch[0]), options)
             .await
             .map(|mut r| rows.append(&mut r));
     }
-    if outcome.is_ok() && only != Some("stock") {
+    if outcome.is_ok() && only.is_none_or(|o| o == "edge") {
         outcome = edge::scenarios(&url_of(&scratch[1]), &url_of(&scratch[2]), options)
             .await
             .map(|mut r| rows.append(&mut r));
+    }
+    if outcome.is_ok() && only.is_none_or(|o| o == "kafka") {
+        outcome = kafka::mirror_lag(&url_of(&scratch[3]), options)
+            .await
+            .map(|row| rows.push(row));
     }
     for db in &scratch {
         let _ = admin
