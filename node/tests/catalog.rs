@@ -19,6 +19,31 @@ async fn single_node() -> (TestDb, Node, Api, String) {
     (db, node, api, admin)
 }
 
+/// Node a hosts everything; node b is only an edge, joined through a.
+async fn two_nodes(db: &TestDb) -> (Node, Node, Api, Api) {
+    let a_port = free_port();
+    let a = Node::start(NodeSpec {
+        name: "node-a".into(),
+        cluster_port: Some(a_port),
+        cookie: Some(COOKIE.into()),
+        ..NodeSpec::single(&db.url)
+    })
+    .await;
+    let b = Node::start(NodeSpec {
+        name: "node-b".into(),
+        services: "none".into(),
+        cluster_port: Some(free_port()),
+        peers: vec![a_port],
+        cookie: Some(COOKIE.into()),
+        http: true,
+        ..NodeSpec::default()
+    })
+    .await;
+    b.wait_ready(Duration::from_secs(30)).await;
+    let (via_a, via_b) = (Api::new(&a.http), Api::new(&b.http));
+    (a, b, via_a, via_b)
+}
+
 async fn create(api: &Api, admin: &str, body: Value) -> Value {
     let response = api.post_json("/products/", Some(admin), body).await;
     assert_eq!(response.status(), StatusCode::CREATED);
@@ -332,26 +357,7 @@ async fn paging_sees_every_product_exactly_once_while_more_are_added() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flash_sale_entering_through_two_nodes_never_oversells() {
     let db = TestDb::empty().await;
-    let a_port = free_port();
-    let a = Node::start(NodeSpec {
-        name: "node-a".into(),
-        cluster_port: Some(a_port),
-        cookie: Some(COOKIE.into()),
-        ..NodeSpec::single(&db.url)
-    })
-    .await;
-    let b = Node::start(NodeSpec {
-        name: "node-b".into(),
-        services: "none".into(),
-        cluster_port: Some(free_port()),
-        peers: vec![a_port],
-        cookie: Some(COOKIE.into()),
-        http: true,
-        ..NodeSpec::default()
-    })
-    .await;
-    b.wait_ready(Duration::from_secs(30)).await;
-    let (via_a, via_b) = (Api::new(&a.http), Api::new(&b.http));
+    let (_a, _b, via_a, via_b) = two_nodes(&db).await;
     let admin = via_a.admin_token().await;
     let product = create(
         &via_a,
@@ -467,26 +473,7 @@ async fn a_product_created_while_inventory_is_down_gets_its_stock_when_it_return
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_node_serves_the_catalog_from_memory_and_never_stale() {
     let db = TestDb::empty().await;
-    let a_port = free_port();
-    let a = Node::start(NodeSpec {
-        name: "node-a".into(),
-        cluster_port: Some(a_port),
-        cookie: Some(COOKIE.into()),
-        ..NodeSpec::single(&db.url)
-    })
-    .await;
-    let b = Node::start(NodeSpec {
-        name: "node-b".into(),
-        services: "none".into(),
-        cluster_port: Some(free_port()),
-        peers: vec![a_port],
-        cookie: Some(COOKIE.into()),
-        http: true,
-        ..NodeSpec::default()
-    })
-    .await;
-    b.wait_ready(Duration::from_secs(30)).await;
-    let (via_a, via_b) = (Api::new(&a.http), Api::new(&b.http));
+    let (_a, _b, via_a, via_b) = two_nodes(&db).await;
     let admin = via_a.admin_token().await;
     let mug = create(&via_a, &admin, json!({"name": "Mug", "price": 1000})).await;
     let path = format!("/products/{}", mug["id"].as_str().expect("id"));
