@@ -1,0 +1,168 @@
+//! The stock actor against a real PostgreSQL: fencing and stale lines.
+
+use super::*;
+use crate::batch::{BatchWrite, GroupCommit};
+use mart_schema::db::testing::TestDb;
+use ractor::rpc::CallResult;
+
+/// The node's stock writer is registered by name: one test at a time.
+static ONE_WRITER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn reserve(
+    actor: &ActorRef<StockMsg>,
+    quantity: i64,
+) -> Result<OpDone, Owned<InventoryError>> {
+    reserve_for(actor, OrderId::new(), quantity).await
+}
+
+async fn reserve_for(
+    actor: &ActorRef<StockMsg>,
+    order_id: OrderId,
+    quantity: i64,
+) -> Result<OpDone, Owned<InventoryError>> {
+    let op = StockOp::Reserve {
+        order_id,
+        quantity,
+        expires_at: OffsetDateTime::now_utc() + time::Duration::minutes(5),
+    };
+    match actor
+        .call(
+            |reply| StockMsg::Op(op, Some(reply)),
+            Some(Duration::from_secs(10)),
+        )
+        .await
+    {
+        Ok(CallResult::Success(answer)) => answer,
+        other => panic!("no answer: {other:?}"),
+    }
+}
+
+/// Two actors for one product, as two nodes whose views of the membership
+/// briefly differ would run. Whichever writes first wins; the other's
+/// write changes nothing (its memory is stale), it answers "moved" and
+/// stops, and the product's levels stay exact.
+#[tokio::test]
+async fn a_stale_owner_is_fenced_out_and_nothing_is_oversold() {
+    let _one = ONE_WRITER.lock().await;
+    let db = TestDb::new().await;
+    let product_id = ProductId::new();
+    db.pool
+        .get()
+        .await
+        .expect("client")
+        .execute(
+            "insert into inventory.stock (product_id, on_hand) values ($1, 5)",
+            &[&product_id],
+        )
+        .await
+        .expect("stock");
+    let store = StockStore::new(db.pool.clone());
+    let name = Some(<StockWriter as BatchWrite>::NAME.to_owned());
+    let writer = GroupCommit::<StockWriter>::new();
+    let (writer, _) = Actor::spawn(name, writer, StockWriter(store.clone()))
+        .await
+        .expect("writer");
+    let args = StockArgs { product_id, store };
+    let (stale, stale_handle) = Actor::spawn(None, StockActor, args.clone())
+        .await
+        .expect("first owner");
+    assert!(reserve(&stale, 2).await.is_ok());
+
+    // A new owner loads (3 available) and sells one.
+    let (owner, _) = Actor::spawn(None, StockActor, args)
+        .await
+        .expect("new owner");
+    assert!(reserve(&owner, 1).await.is_ok());
+    // The stale actor still believes 3 are available; its write is refused.
+    assert!(matches!(reserve(&stale, 3).await, Err(Owned::Moved(_))));
+    stale_handle.await.expect("the stale actor stops");
+    assert!(matches!(
+        reserve(&owner, 3).await,
+        Err(Owned::Rejected(InventoryError::InsufficientStock {
+            available: 2,
+            ..
+        }))
+    ));
+    assert!(reserve(&owner, 2).await.is_ok());
+    let row = db
+        .pool
+        .get()
+        .await
+        .expect("client")
+        .query_one(
+            "select on_hand, reserved, (select count(*) from inventory.reservation_lines \
+               where product_id = $1) from inventory.stock where product_id = $1",
+            &[&product_id],
+        )
+        .await
+        .expect("levels");
+    assert_eq!(
+        (
+            row.get::<_, i64>(0),
+            row.get::<_, i64>(1),
+            row.get::<_, i64>(2)
+        ),
+        (5, 5, 3)
+    );
+    owner.stop(None);
+    let _ = writer.stop_and_wait(None, None).await;
+}
+
+/// A reservation asked again after its line was settled and the actor
+/// restarted (so memory does not know the line): the line the database
+/// holds is the answer, and nothing is reserved twice.
+#[tokio::test]
+async fn a_reservation_asked_again_after_a_restart_is_not_taken_twice() {
+    let _one = ONE_WRITER.lock().await;
+    let db = TestDb::new().await;
+    let product_id = ProductId::new();
+    let client = db.pool.get().await.expect("client");
+    client
+        .execute(
+            "insert into inventory.stock (product_id, on_hand) values ($1, 5)",
+            &[&product_id],
+        )
+        .await
+        .expect("stock");
+    let store = StockStore::new(db.pool.clone());
+    let name = Some(<StockWriter as BatchWrite>::NAME.to_owned());
+    let (writer, _) = Actor::spawn(
+        name,
+        GroupCommit::<StockWriter>::new(),
+        StockWriter(store.clone()),
+    )
+    .await
+    .expect("writer");
+    let args = StockArgs { product_id, store };
+    let order = OrderId::new();
+    let (first, first_handle) = Actor::spawn(None, StockActor, args.clone())
+        .await
+        .expect("actor");
+    assert!(reserve_for(&first, order, 2).await.is_ok());
+    first.stop(None);
+    first_handle.await.expect("stops");
+    // Sold meanwhile: a fresh actor does not load committed lines.
+    client
+        .batch_execute(&format!(
+            "update inventory.reservation_lines set status = 'committed' where order_id = '{order}'; \
+             update inventory.stock set on_hand = 3, reserved = 0, version = version + 1 \
+               where product_id = '{product_id}'"
+        ))
+        .await
+        .expect("commit");
+    let (second, _) = Actor::spawn(None, StockActor, args).await.expect("actor");
+    match reserve_for(&second, order, 2).await {
+        Ok(OpDone::Line(line)) => assert_eq!(line.status, LineStatus::Committed),
+        other => panic!("the stored line, not {other:?}"),
+    }
+    let row = client
+        .query_one(
+            "select on_hand, reserved from inventory.stock where product_id = $1",
+            &[&product_id],
+        )
+        .await
+        .expect("levels");
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (3, 0));
+    second.stop(None);
+    let _ = writer.stop_and_wait(None, None).await;
+}
