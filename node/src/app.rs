@@ -39,7 +39,10 @@ impl App {
             &opts.admin_password,
             hosting.contains(&Service::Users),
         ) {
-            tracing::info!("{}", admin(&opts, &dbs, email, password).await?);
+            // Outside the macro: a log level that drops the line must not
+            // drop the admin with it.
+            let outcome = admin(&opts, &dbs, email, password).await?;
+            tracing::info!("{outcome}");
         }
         let membership = match opts.cluster_addr {
             Some(addr) => Some(Arc::new(
