@@ -19,6 +19,8 @@ pub(crate) trait BatchWrite: Clone + Send + Sync + 'static {
     type Done: Clone + Send + 'static;
     /// Its registry name on this node.
     const NAME: &'static str;
+    /// The service it writes for.
+    const SERVICE: mart_schema::Service;
     /// Most items one transaction writes.
     const MAX_BATCH: usize;
 
@@ -148,7 +150,11 @@ impl<W: BatchWrite> Actor for GroupCommit<W> {
 /// Writes `item` with whatever else is queued on this node; answers after
 /// the commit, at most until this task's deadline.
 pub(crate) async fn write<W: BatchWrite>(item: W::Item) -> Result<W::Done, Infra> {
-    let away = |why: &str| Infra::Bug(format!("{}: {why}", W::NAME));
+    // Restarting, or stopping with its node: trying again soon may work.
+    let away = |why: &str| Infra::Unavailable {
+        service: W::SERVICE,
+        why: format!("{}: {why}", W::NAME),
+    };
     let Some(cell) = ractor::registry::where_is(W::NAME) else {
         return Err(away("not running"));
     };

@@ -24,7 +24,12 @@ pub(crate) struct Entities<K, M> {
     service: Service,
     actors: HashMap<K, ActorRef<M>>,
     keys: HashMap<ActorId, K>,
+    sweeps: u64,
 }
+
+/// Every this many sweeps of its router (30 s) an entity actor is asked
+/// whether it has been idle long enough to stop.
+const TICK_EVERY_SWEEPS: u64 = 6;
 
 impl<K, M> Entities<K, M>
 where
@@ -40,6 +45,7 @@ where
             service,
             actors: HashMap::new(),
             keys: HashMap::new(),
+            sweeps: 0,
         }
     }
 
@@ -81,11 +87,15 @@ where
         Ok(actor)
     }
 
-    /// Sends `msg()` to every entity actor (the idle check: one timer on the
-    /// router instead of one per actor).
-    pub(crate) fn tell_all(&self, msg: impl Fn() -> M) {
-        for actor in self.actors.values() {
-            let _ = actor.cast(msg());
+    /// Counts the router's sweeps; every [`TICK_EVERY_SWEEPS`]th sends
+    /// `tick()` to every entity actor (the idle check: one timer on the router
+    /// instead of one per actor).
+    pub(crate) fn swept(&mut self, tick: impl Fn() -> M) {
+        self.sweeps += 1;
+        if self.sweeps.is_multiple_of(TICK_EVERY_SWEEPS) {
+            for actor in self.actors.values() {
+                let _ = actor.cast(tick());
+            }
         }
     }
 

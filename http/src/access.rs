@@ -31,11 +31,13 @@ pub(crate) async fn serve(req: Request, next: Next, budget: Duration) -> Respons
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .into();
-    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    // Cheap clones (shared bytes): the line is usually not written.
+    let (method, uri) = (req.method().clone(), req.uri().clone());
     let work = mart_actors::call::within(started + budget, next.run(req));
     let response = REQUEST_ID.scope(id.clone(), work).await;
     let took = started.elapsed();
     let status = response.status().as_u16();
+    let path = uri.path();
     if took >= SLOW {
         tracing::warn!(request_id = %id, %method, %path, status, ?took, "slow request");
     } else {

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use mart_actors::auth::TokenKeys;
 use mart_actors::payments::PaymentDeps;
 use mart_actors::supervisor::SupervisorMsg;
 use mart_actors::{Hosted, ServiceDeps, ServiceSettings};
@@ -25,6 +26,7 @@ pub struct App {
     membership: Option<Arc<cluster::Membership>>,
     bridge: Option<ActorRef<SupervisorMsg>>,
     edge: Option<TcpListener>,
+    keys: Arc<TokenKeys>,
 }
 
 impl App {
@@ -58,6 +60,7 @@ impl App {
             )),
             None => None,
         };
+        let keys = token_keys(&opts)?;
         let deps = ServiceDeps {
             mailer: match hosting.contains(&Service::Notifications) {
                 true => Some(mailer(&opts)?),
@@ -68,7 +71,7 @@ impl App {
                 false => None,
             },
             pools: dbs.pools.clone(),
-            keys: token_keys(&opts)?,
+            keys: keys.clone(),
             settings: ServiceSettings {
                 reservation_ttl: opts.reservation_ttl,
             },
@@ -93,6 +96,7 @@ impl App {
             membership,
             bridge,
             edge,
+            keys,
         })
     }
 
@@ -117,9 +121,8 @@ impl App {
                     let (membership, me, peers) = (membership.clone(), me.clone(), peers.clone());
                     Box::pin(async move { cluster::view(membership.as_deref(), &me, &peers).await })
                 });
-                let keys = token_keys(&self.opts)?;
                 let state = mart_http::AppState::new(
-                    keys,
+                    self.keys.clone(),
                     self.opts.call_timeout,
                     self.hosted.clone(),
                     cluster,

@@ -87,6 +87,11 @@ impl Caller {
         self.is_admin() || *self == Caller::Service
     }
 
+    /// Staff goes ahead; anyone else gets `no`.
+    pub fn staff_or<E>(&self, no: E) -> Result<(), E> {
+        if self.is_staff() { Ok(()) } else { Err(no) }
+    }
+
     /// May see or act on what `owner` owns: the owner, or staff. Everyone else
     /// is told it does not exist.
     pub fn may_act_for(&self, owner: UserId) -> bool {

@@ -3,7 +3,6 @@
 //! [`crate::owners`]), wherever it runs.
 
 use mart_schema::inventory::{InventoryError, Reservation, ReserveRequest, StockLevels};
-use mart_schema::user::Caller;
 use mart_schema::{OrderId, ProductId, Service};
 use time::OffsetDateTime;
 
@@ -32,44 +31,36 @@ impl Serve for InventoryService {
         match msg {
             InventoryMsg::Levels(request, reply) => {
                 answer_in_task(reply, request, move |caller, product| async move {
-                    staff_only(caller)?;
+                    caller.staff_or(InventoryError::Forbidden)?;
                     levels(product).await
                 })
             }
             InventoryMsg::Change(request, reply) => {
                 answer_in_task(reply, request, move |caller, asked| async move {
-                    staff_only(caller)?;
+                    caller.staff_or(InventoryError::Forbidden)?;
                     let ProductChange { product, change } = asked;
                     levels_of(op(product, StockOp::Change(change)).await?)
                 })
             }
             InventoryMsg::Reserve(request, reply) => {
                 answer_in_task(reply, request, move |caller, request| async move {
-                    staff_only(caller)?;
+                    caller.staff_or(InventoryError::Forbidden)?;
                     reserve(request).await
                 })
             }
             InventoryMsg::Settle(request, reply) => {
                 answer_in_task(reply, request, move |caller, (order, how)| async move {
-                    staff_only(caller)?;
+                    caller.staff_or(InventoryError::Forbidden)?;
                     s.settle(order, how).await
                 })
             }
             InventoryMsg::Show(request, reply) => {
                 answer_in_task(reply, request, move |caller, order| async move {
-                    staff_only(caller)?;
+                    caller.staff_or(InventoryError::Forbidden)?;
                     s.show(order).await
                 })
             }
         }
-    }
-}
-
-fn staff_only(caller: Caller) -> Result<(), InventoryError> {
-    if caller.is_staff() {
-        Ok(())
-    } else {
-        Err(InventoryError::Forbidden)
     }
 }
 

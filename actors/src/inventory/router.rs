@@ -20,8 +20,6 @@ use crate::entities::Entities;
 use crate::owners::{self, Owned};
 use crate::wire::Wire;
 
-/// Every this many sweeps (30 s) the router asks idle actors to stop.
-const TICK_EVERY_SWEEPS: u64 = 6;
 /// How often the router looks for overdue reservations.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 pub(crate) type OpAnswer = Result<OpDone, Owned<InventoryError>>;
@@ -52,7 +50,6 @@ pub(crate) struct StockRouter;
 pub(crate) struct RouterState {
     store: StockStore,
     actors: Entities<ProductId, StockMsg>,
-    sweeps: u64,
 }
 
 impl Actor for StockRouter {
@@ -69,11 +66,7 @@ impl Actor for StockRouter {
         // At start-up first: reservations that fell due while the node was down.
         let _ = myself.cast(RouterMsg::Sweep(Wire::Value(())));
         myself.send_interval(SWEEP_EVERY, || RouterMsg::Sweep(Wire::Value(())));
-        Ok(RouterState {
-            store,
-            actors,
-            sweeps: 0,
-        })
+        Ok(RouterState { store, actors })
     }
 
     async fn post_stop(
@@ -111,10 +104,7 @@ impl Actor for StockRouter {
                 |actor, _| owners::ask_entity(actor, StockMsg::Levels, "stock actor"),
             ),
             RouterMsg::Sweep(_) => {
-                state.sweeps += 1;
-                if state.sweeps % TICK_EVERY_SWEEPS == 0 {
-                    state.actors.tell_all(|| StockMsg::Tick);
-                }
+                state.actors.swept(|| StockMsg::Tick);
                 // The database may be briefly away; the next sweep tries again.
                 match state.store.overdue().await {
                     Ok(products) => {

@@ -16,6 +16,7 @@ impl BatchWrite for StockWriter {
     type Item = StockWrite;
     type Done = Wrote;
     const NAME: &'static str = "mart.inventory.writer";
+    const SERVICE: mart_schema::Service = mart_schema::Service::Inventory;
     const MAX_BATCH: usize = 512;
 
     async fn write(&self, writes: Vec<StockWrite>) -> Result<Vec<Wrote>, Infra> {

@@ -72,9 +72,7 @@ impl NotificationService {
     }
 
     async fn get(&self, caller: Caller, id: NotificationId) -> Outcome<Notification> {
-        if !caller.is_staff() {
-            return Err(NotificationError::Forbidden.into());
-        }
+        caller.staff_or(NotificationError::Forbidden)?;
         self.store
             .get(id)
             .await?

@@ -18,8 +18,6 @@ use crate::entities::Entities;
 use crate::owners;
 use crate::wire::Wire;
 
-/// Every this many sweeps (30 s) the router asks idle actors to stop.
-const TICK_EVERY_SWEEPS: u64 = 6;
 /// How often the router looks for orders with work left.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
@@ -48,7 +46,6 @@ pub(crate) struct OrderRouter;
 pub(crate) struct RouterState {
     deps: OrderDeps,
     actors: Entities<OrderId, OrderMsg>,
-    sweeps: u64,
 }
 
 impl Actor for OrderRouter {
@@ -64,11 +61,7 @@ impl Actor for OrderRouter {
         let actors = Entities::join(Service::Orders, &myself.get_cell());
         let _ = myself.cast(RouterMsg::Sweep(Wire::Value(())));
         myself.send_interval(SWEEP_EVERY, || RouterMsg::Sweep(Wire::Value(())));
-        Ok(RouterState {
-            deps,
-            actors,
-            sweeps: 0,
-        })
+        Ok(RouterState { deps, actors })
     }
 
     async fn post_stop(
@@ -100,10 +93,7 @@ impl Actor for OrderRouter {
                 },
             ),
             RouterMsg::Sweep(_) => {
-                state.sweeps += 1;
-                if state.sweeps % TICK_EVERY_SWEEPS == 0 {
-                    state.actors.tell_all(|| OrderMsg::Tick);
-                }
+                state.actors.swept(|| OrderMsg::Tick);
                 state.sweep(&myself).await;
             }
         }

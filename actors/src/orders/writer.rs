@@ -13,6 +13,7 @@ impl BatchWrite for OrderWriter {
     type Item = NewRow;
     type Done = ();
     const NAME: &'static str = "mart.orders.writer";
+    const SERVICE: mart_schema::Service = mart_schema::Service::Orders;
     const MAX_BATCH: usize = 512;
 
     async fn write(&self, rows: Vec<NewRow>) -> Result<Vec<()>, Infra> {

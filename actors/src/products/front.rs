@@ -70,14 +70,6 @@ fn live(product: &Product) -> ProductState {
     }
 }
 
-fn staff_only(caller: &Caller) -> Result<(), ProductError> {
-    if caller.is_staff() {
-        Ok(())
-    } else {
-        Err(ProductError::Forbidden)
-    }
-}
-
 impl ProductService {
     pub(crate) fn new(pool: Pool) -> Self {
         Self {
@@ -86,7 +78,7 @@ impl ProductService {
     }
 
     async fn create(&self, caller: Caller, new: NewProduct) -> Outcome<Product> {
-        staff_only(&caller)?;
+        caller.staff_or(ProductError::Forbidden)?;
         let mut errors = FieldErrors::default();
         rules::check_text(&mut errors, Some(&new.name), Some(&new.description));
         rules::check_price(&mut errors, "price", Some(new.price));
@@ -117,7 +109,7 @@ impl ProductService {
     }
 
     async fn update(&self, caller: Caller, change: ProductChange) -> Outcome<Product> {
-        staff_only(&caller)?;
+        caller.staff_or(ProductError::Forbidden)?;
         let ProductChange { id, patch } = change;
         let mut errors = FieldErrors::default();
         let (name, description) = (patch.name.as_deref(), patch.description.as_deref());
@@ -136,7 +128,7 @@ impl ProductService {
 
     /// Archives a product, and answers once no node's cache serves it.
     async fn delete(&self, caller: Caller, id: ProductId) -> Outcome<()> {
-        staff_only(&caller)?;
+        caller.staff_or(ProductError::Forbidden)?;
         let updated_at = self.store.archive(id).await?;
         let archived = ProductState {
             id,

@@ -106,9 +106,7 @@ impl UserService {
     }
 
     async fn list(&self, caller: Caller, page: PageRequest) -> Outcome<Page<User>> {
-        if !caller.is_staff() {
-            return Err(UserError::Forbidden.into());
-        }
+        caller.staff_or(UserError::Forbidden)?;
         let limit = page.limit().map_err(UserError::Invalid)?;
         let after = page.cursor_key::<UserId>().map_err(UserError::Invalid)?;
         let items = self
@@ -122,8 +120,8 @@ impl UserService {
         if !caller.may_act_for(id) {
             return Err(UserError::NotFound.into());
         }
-        if patch.role.is_some() && !caller.is_staff() {
-            return Err(UserError::Forbidden.into());
+        if patch.role.is_some() {
+            caller.staff_or(UserError::Forbidden)?;
         }
         let mut errors = FieldErrors::default();
         if let Some(email) = &patch.email {
@@ -146,9 +144,7 @@ impl UserService {
     }
 
     async fn delete(&self, caller: Caller, id: UserId) -> Outcome<()> {
-        if !caller.is_staff() {
-            return Err(UserError::Forbidden.into());
-        }
+        caller.staff_or(UserError::Forbidden)?;
         self.store.delete(id).await
     }
 
