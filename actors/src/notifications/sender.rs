@@ -92,7 +92,7 @@ impl SenderState {
             while let Some(next) = due.next() {
                 let outcome = self.mailer.send(next.email.clone()).await;
                 let tried = attempt(&outcome, next.attempts);
-                self.store.finish(&[(next, tried)]).await?;
+                self.store.finish(&next, tried).await?;
                 if let Err(MailError::Transient(reason)) = outcome {
                     // The server is away: the rest are due again at once, and
                     // the next round (a second from now) tries again.

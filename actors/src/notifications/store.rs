@@ -219,41 +219,35 @@ impl NotificationStore {
         Ok(())
     }
 
-    /// Records the attempts and, for each email now sent or failed for good,
+    /// Records an attempt and, once the email is sent or failed for good,
     /// publishes that, in one transaction.
-    pub(crate) async fn finish(&self, attempted: &[(Due, Attempt)]) -> Result<(), Infra> {
+    pub(crate) async fn finish(&self, due: &Due, attempt: Attempt) -> Result<(), Infra> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let ids: Vec<uuid::Uuid> = attempted.iter().map(|(d, _)| d.email.id.0).collect();
-        let statuses: Vec<&str> = attempted.iter().map(|(_, a)| a.status.as_str()).collect();
-        let errors: Vec<Option<&str>> = attempted.iter().map(|(_, a)| a.error.as_deref()).collect();
-        let backoffs: Vec<f64> = attempted
-            .iter()
-            .map(|(_, a)| a.backoff_secs as f64)
-            .collect();
-        let params: [&(dyn postgres_types::ToSql + Sync); 4] =
-            [&ids, &statuses, &errors, &backoffs];
         tx.execute(
-            "update notifications.notifications n set status = u.status, attempts = n.attempts + 1, \
-               last_error = u.error, sent_at = case when u.status = 'sent' then now() else n.sent_at end, \
-               next_attempt_at = now() + make_interval(secs => u.backoff) \
-             from unnest($1::uuid[], $2::text[], $3::text[], $4::float8[]) as u(id, status, error, backoff) \
-             where n.notification_id = u.id",
-            &params,
+            "update notifications.notifications set status = $2, attempts = attempts + 1, last_error = $3, \
+               sent_at = case when $2 = 'sent' then now() else sent_at end, \
+               next_attempt_at = now() + make_interval(secs => $4) \
+             where notification_id = $1",
+            &[
+                &due.email.id,
+                &attempt.status.as_str(),
+                &attempt.error,
+                &(attempt.backoff_secs as f64),
+            ],
         )
         .await?;
-        let events: Vec<NotificationEvent> = attempted
-            .iter()
-            .filter(|(_, a)| a.status != NotificationStatus::Pending)
-            .map(|(due, a)| NotificationEvent {
+        let mut events = Vec::new();
+        if attempt.status != NotificationStatus::Pending {
+            events.push(NotificationEvent {
                 notification_id: due.email.id,
                 user_id: due.user,
                 template: due.template.clone(),
                 recipient: due.email.to.clone(),
-                status: a.status,
-                last_error: a.error.clone(),
-            })
-            .collect();
+                status: attempt.status,
+                last_error: attempt.error,
+            });
+        }
         self.outbox.commit(tx, &events).await?;
         Ok(())
     }
