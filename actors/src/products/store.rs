@@ -258,22 +258,19 @@ impl ProductStore {
         since: Option<OffsetDateTime>,
     ) -> StoreResult<CatalogChanges> {
         let client = self.pool.get().await?;
-        let as_of: OffsetDateTime = client.query_one("select now()", &[]).await?.get(0);
-        let Some(since) = since else {
-            return Ok(CatalogChanges {
-                as_of,
-                changed: Vec::new(),
-            });
-        };
-        let rows = client
-            .query(
-                &format!(
-                    "select {COLUMNS}, archived_at is not null as archived from products.products \
-                     where updated_at > $1"
-                ),
-                &[&since],
-            )
-            .await?;
+        // Every node asks four times a second: prepared, and pipelined.
+        let changed_sql = format!(
+            "select {COLUMNS}, archived_at is not null as archived from products.products \
+             where $1::timestamptz is not null and updated_at > $1"
+        );
+        let (now, changes) = futures::try_join!(
+            client.prepare_cached("select now()"),
+            client.prepare_cached(&changed_sql),
+        )?;
+        let params: [&(dyn ToSql + Sync); 1] = [&since];
+        let (as_of, rows) =
+            futures::try_join!(client.query_one(&now, &[]), client.query(&changes, &params))?;
+        let as_of: OffsetDateTime = as_of.get(0);
         let mut changed = Vec::with_capacity(rows.len());
         for row in &rows {
             let product = to_product(row)?;
