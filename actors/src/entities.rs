@@ -65,9 +65,13 @@ where
         A: Actor<Msg = M>,
     {
         if let Some(actor) = self.actors.get(&key) {
+            // A just-spawned actor is `Unstarted` until its task first runs;
+            // taking that for dead started a duplicate per concurrent request
+            // (each then fenced by the other's write, its callers retrying).
+            use ractor::ActorStatus::{Running, Starting, Unstarted, Upgrading};
             if matches!(
                 actor.get_status(),
-                ractor::ActorStatus::Running | ractor::ActorStatus::Starting
+                Unstarted | Starting | Running | Upgrading
             ) {
                 return Ok(actor.clone());
             }
@@ -146,5 +150,49 @@ where
         {
             self.actors.remove(&key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mart_schema::ProductId;
+    use ractor::ActorProcessingErr;
+
+    struct Idle;
+
+    #[derive(Debug, ractor_cluster::RactorMessage)]
+    enum Nothing {}
+
+    impl Actor for Idle {
+        type Msg = Nothing;
+        type State = ();
+        type Arguments = ();
+
+        async fn pre_start(&self, _: ActorRef<Nothing>, _: ()) -> Result<(), ActorProcessingErr> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn requests_for_an_entity_whose_actor_has_not_run_yet_share_it() {
+        let (parent, _) = Actor::spawn(None, Idle, ()).await.expect("parent");
+        let mut entities: Entities<ProductId, Nothing> = Entities {
+            service: Service::Inventory,
+            actors: HashMap::new(),
+            keys: HashMap::new(),
+            sweeps: 0,
+        };
+        let key = ProductId::new();
+        // No await in between: the first actor's task has not run yet.
+        let first = entities
+            .get_or_start(key, &parent.get_cell(), || (Idle, ()))
+            .expect("first");
+        let second = entities
+            .get_or_start(key, &parent.get_cell(), || (Idle, ()))
+            .expect("second");
+        assert_eq!(first.get_id(), second.get_id());
+        assert_eq!(entities.actors.len(), 1);
+        parent.stop(None);
     }
 }
