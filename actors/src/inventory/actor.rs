@@ -140,7 +140,14 @@ impl Actor for StockActor {
                     };
                     state.enqueue(&myself, op, None);
                 }
-                state.set_alarm(&myself);
+                // The due lines are being released; the next alarm is for
+                // the first line that is not due yet.
+                let next = state
+                    .open
+                    .values()
+                    .map(|l| l.expires_at)
+                    .filter(|at| *at > now);
+                state.alarm_by(&myself, next.min());
             }
             StockMsg::Flush => {
                 state.flush_queued = false;
@@ -195,7 +202,15 @@ impl StockState {
     /// One timer per actor, for its earliest open line (a timer each cost
     /// a task per reservation); a later one is set when it fires.
     fn set_alarm(&mut self, myself: &ActorRef<StockMsg>) {
-        let Some(earliest) = self.open.values().map(|l| l.expires_at).min() else {
+        let earliest = self.open.values().map(|l| l.expires_at).min();
+        self.alarm_by(myself, earliest);
+    }
+
+    /// Moves the alarm earlier if `earliest` is due before it. A flush passes
+    /// only the lines it opened: scanning every open line on each flush made
+    /// a hot product's flushes grow with its reservations.
+    fn alarm_by(&mut self, myself: &ActorRef<StockMsg>, earliest: Option<OffsetDateTime>) {
+        let Some(earliest) = earliest else {
             return;
         };
         if self.alarm.is_none_or(|at| earliest < at) {
@@ -332,8 +347,10 @@ impl StockState {
     fn remember(&mut self, myself: &ActorRef<StockMsg>, mut written: Scratch) {
         written.levels.version += 1;
         self.levels = Some(written.levels);
+        let mut earliest: Option<OffsetDateTime> = None;
         for (order_id, line) in written.touched {
             if line.status == LineStatus::Reserved {
+                earliest = Some(earliest.map_or(line.expires_at, |e| e.min(line.expires_at)));
                 self.open.insert(order_id, line);
             } else {
                 self.open.remove(&order_id);
@@ -343,7 +360,7 @@ impl StockState {
                 self.recent.insert(order_id, line);
             }
         }
-        self.set_alarm(myself);
+        self.alarm_by(myself, earliest);
     }
 }
 
