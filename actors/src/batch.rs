@@ -14,7 +14,7 @@ use crate::failure::Infra;
 
 /// What a group-commit writer writes.
 pub(crate) trait BatchWrite: Clone + Send + Sync + 'static {
-    type Item: Send + 'static;
+    type Item: Send + Sync + 'static;
     /// Each item's outcome, in the order of the items.
     type Done: Clone + Send + 'static;
     /// Its registry name on this node.
@@ -26,7 +26,7 @@ pub(crate) trait BatchWrite: Clone + Send + Sync + 'static {
 
     fn write(
         &self,
-        items: Vec<Self::Item>,
+        items: &[Self::Item],
     ) -> impl Future<Output = Result<Vec<Self::Done>, Infra>> + Send;
 }
 
@@ -127,23 +127,41 @@ impl<W: BatchWrite> Actor for GroupCommit<W> {
                     let take = queue.pending.len().min(W::MAX_BATCH);
                     let batch: Vec<_> = queue.pending.drain(..take).collect();
                     let (items, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-                    match queue.writer.write(items).await {
-                        Ok(done) => {
-                            for (reply, done) in replies.into_iter().zip(done) {
-                                let _ = reply.send(Ok(done));
+                    let several = items.len() > 1;
+                    match queue.writer.write(&items).await {
+                        Ok(done) => answer(replies, Ok(done)),
+                        // A value PostgreSQL refused fails the whole
+                        // transaction: write each alone, so only its own
+                        // caller hears of it.
+                        Err(e) if several && e.is_data_exception() => {
+                            for (item, reply) in items.iter().zip(replies) {
+                                let alone = queue.writer.write(std::slice::from_ref(item)).await;
+                                answer(vec![reply], alone);
                             }
                         }
-                        Err(e) => {
-                            let e = Arc::new(e);
-                            for reply in replies {
-                                let _ = reply.send(Err(e.clone()));
-                            }
-                        }
+                        Err(e) => answer(replies, Err(e)),
                     }
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// Sends each waiting writer its item's outcome.
+fn answer<D: Clone>(replies: Vec<RpcReplyPort<Outcome<D>>>, outcome: Result<Vec<D>, Infra>) {
+    match outcome {
+        Ok(done) => {
+            for (reply, done) in replies.into_iter().zip(done) {
+                let _ = reply.send(Ok(done));
+            }
+        }
+        Err(e) => {
+            let e = Arc::new(e);
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
     }
 }
 

@@ -67,6 +67,16 @@ impl Infra {
         }
     }
 
+    /// PostgreSQL refused a value (SQLSTATE class 22: text it cannot store,
+    /// a number out of range): the request's fault, never the database's.
+    pub fn is_data_exception(&self) -> bool {
+        match self {
+            Infra::Database(e) => e.code().is_some_and(|c| c.code().starts_with("22")),
+            Infra::Shared(inner) => inner.is_data_exception(),
+            _ => false,
+        }
+    }
+
     /// The error and every cause under it, on one line.
     pub fn chain(&self) -> String {
         let mut text = self.to_string();
@@ -137,13 +147,29 @@ pub enum Refusal<E> {
     Fault(Fault),
 }
 
-impl<E> From<Failure<E>> for Refusal<E> {
+impl<E: Rejection> From<Failure<E>> for Refusal<E> {
     fn from(failure: Failure<E>) -> Self {
         match failure {
             Failure::Rejected(no) => Refusal::No(no),
+            Failure::Infra(infra) if infra.is_data_exception() => {
+                Refusal::No(E::malformed(unstorable(&infra)))
+            }
             Failure::Infra(infra) => Refusal::Fault(infra.fault()),
         }
     }
+}
+
+/// What to tell a caller whose value PostgreSQL refused.
+pub(crate) fn unstorable(infra: &Infra) -> String {
+    let said = match infra {
+        Infra::Database(e) => e.as_db_error().map(|db| db.message().to_owned()),
+        Infra::Shared(inner) => return unstorable(inner),
+        _ => None,
+    };
+    format!(
+        "holds a value that cannot be stored ({})",
+        said.unwrap_or_else(|| "data exception".into())
+    )
 }
 
 /// A service's "no" type: it can also describe a request that did not decode,

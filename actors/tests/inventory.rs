@@ -494,3 +494,55 @@ async fn inventory_events_tell_the_whole_story_in_order() {
     );
     shop.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_postgresql_refuses_is_a_no_and_harms_no_neighbour() {
+    let _serial = SERIAL.lock().await;
+    let mut shop = Shop::open().await;
+    let (poisoned, neighbour) = (shop.product(10).await, shop.product(10).await);
+
+    // PostgreSQL cannot store U+0000 (its event's JSON carries the reason).
+    // Sent with reservations of both products, which share its transaction.
+    let nul = shop.inventory.change(
+        Caller::Service,
+        poisoned,
+        StockChange::Adjust {
+            delta: 1,
+            reason: "bad\0reason".into(),
+        },
+    );
+    let reservations = [poisoned, neighbour, neighbour].map(|product| {
+        let inventory = shop.inventory.clone();
+        async move {
+            inventory
+                .reserve(
+                    Caller::Service,
+                    request(OrderId::new(), &[(product, 1)], LONG),
+                )
+                .await
+        }
+    });
+    let (nul, reserved) = tokio::join!(nul, futures::future::join_all(reservations));
+    assert!(
+        matches!(nul, Err(CallError::Rejected(InventoryError::Invalid(_)))),
+        "{nul:?}"
+    );
+    for outcome in reserved {
+        outcome.expect("a neighbour's reservation");
+    }
+
+    // The actor lives on, and memory and database agree.
+    let fixed = StockChange::Adjust {
+        delta: 1,
+        reason: "found one".into(),
+    };
+    let levels = shop
+        .inventory
+        .change(Caller::Service, poisoned, fixed)
+        .await
+        .expect("a good change after the bad one");
+    assert_eq!((levels.on_hand, levels.reserved), (11, 1));
+    assert_eq!(shop.stored(poisoned).await, (11, 1));
+    assert_eq!(shop.stored(neighbour).await, (10, 2));
+    shop.stop().await;
+}

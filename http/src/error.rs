@@ -104,6 +104,15 @@ impl ApiError {
     }
 }
 
+/// A request body over [`crate::BODY_LIMIT`].
+pub fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too-large",
+        "the request body is larger than 1 MiB",
+    )
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {

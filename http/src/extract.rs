@@ -26,21 +26,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("application/json")
             .to_ascii_lowercase();
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|rejection| {
-                let status = rejection.status();
-                if status == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::new(status, "too-large", "the request body is larger than 1 MiB")
-                } else {
-                    ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "bad-request",
-                        rejection.body_text(),
-                    )
-                }
-            })?;
+        let RawBody(bytes) = RawBody::from_request(req, state).await?;
         if content_type.starts_with("application/x-www-form-urlencoded") {
+            refuse_nul_in_pairs(&bytes)?;
             let deserializer = serde_urlencoded::Deserializer::new(form_urlencoded::parse(&bytes));
             return serde_path_to_error::deserialize(deserializer)
                 .map(Body)
@@ -53,6 +41,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
                 "send application/json or application/x-www-form-urlencoded",
             ));
         }
+        refuse_nul_in_json(&bytes)?;
         let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
         serde_path_to_error::deserialize(&mut deserializer)
             .map(Body)
@@ -66,6 +55,31 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
                     );
                 }
                 decoding_error(e.path().to_string(), inner.to_string())
+            })
+    }
+}
+
+/// The request body as it came, up to the body limit.
+#[derive(Debug)]
+pub struct RawBody(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        axum::body::Bytes::from_request(req, state)
+            .await
+            .map(RawBody)
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    crate::error::too_large()
+                } else {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad-request",
+                        rejection.body_text(),
+                    )
+                }
             })
     }
 }
@@ -93,6 +107,86 @@ fn decoding_error(path: String, message: String) -> ApiError {
     ApiError::invalid(FieldErrors::single(&field, message))
 }
 
+const NUL: &str = "must not contain the NUL character (U+0000)";
+
+/// PostgreSQL cannot store U+0000 in text: refused here, naming the field,
+/// before it can fail a database write.
+fn refuse_nul_in_pairs(encoded: &[u8]) -> Result<(), ApiError> {
+    let at_fault = form_urlencoded::parse(encoded)
+        .find(|(name, value)| name.contains('\0') || value.contains('\0'));
+    match at_fault {
+        Some((name, _)) => Err(ApiError::invalid(FieldErrors::single(
+            &name.replace('\0', ""),
+            NUL,
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// In JSON a NUL can only be written as the escape `\u0000`: only a body
+/// holding one is walked to find the field.
+fn refuse_nul_in_json(bytes: &[u8]) -> Result<(), ApiError> {
+    const ESCAPE: &[u8] = b"\\u0000";
+    if !bytes.windows(ESCAPE.len()).any(|w| w == ESCAPE) {
+        return Ok(());
+    }
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        // Not JSON after all; decoding says what is wrong with it.
+        return Ok(());
+    };
+    match nul_path(&value, "") {
+        Some(path) => Err(ApiError::invalid(FieldErrors::single(&path, NUL))),
+        None => Ok(()),
+    }
+}
+
+/// The path of the first string (or key) holding a NUL, in
+/// `items[0].name` form; the body itself is `body`.
+fn nul_path(value: &serde_json::Value, path: &str) -> Option<String> {
+    let here = || {
+        if path.is_empty() {
+            "body".to_owned()
+        } else {
+            path.to_owned()
+        }
+    };
+    match value {
+        serde_json::Value::String(s) if s.contains('\0') => Some(here()),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_path(item, &format!("{}[{i}]", here()))),
+        serde_json::Value::Object(fields) => fields.iter().find_map(|(name, item)| {
+            let name_path = match path {
+                "" => name.replace('\0', ""),
+                _ => format!("{path}.{}", name.replace('\0', "")),
+            };
+            if name.contains('\0') {
+                Some(name_path)
+            } else {
+                nul_path(item, &name_path)
+            }
+        }),
+        _ => None,
+    }
+}
+
+/// A path parameter. Any id that does not parse (not UTF-8, not an id)
+/// names nothing that exists: 404, as a problem document.
+#[derive(Debug)]
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| Path(value))
+            .map_err(|_| ApiError::not_found("no such resource"))
+    }
+}
+
 /// A query string; errors name the parameter.
 #[derive(Debug)]
 pub struct Query<T>(pub T);
@@ -102,6 +196,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or_default();
+        refuse_nul_in_pairs(query.as_bytes())?;
         let deserializer =
             serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
         serde_path_to_error::deserialize(deserializer)

@@ -2,7 +2,7 @@
 //! `/inventory/reservations`. Admin only.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use mart_schema::OrderId;
@@ -14,7 +14,7 @@ use mart_actors::inventory::Settle;
 
 use crate::AppState;
 use crate::error::{ApiError, Problem};
-use crate::extract::{Auth, Body};
+use crate::extract::{Auth, Body, Path};
 use crate::products::product_id;
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {

@@ -2,7 +2,7 @@
 //! (admin) and `/my-notifications`.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use mart_schema::notification::{Notification, NotificationQuery};
 use mart_schema::{NotificationId, Page};
 use utoipa_axum::router::OpenApiRouter;
@@ -10,7 +10,7 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::error::{ApiError, Problem};
-use crate::extract::{Auth, Query};
+use crate::extract::{Auth, Path, Query};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -1,8 +1,8 @@
 //! Orders (the seed's paths, kept): `/orders`, `/orders/{id}`, `/my-orders`.
 
 use axum::Json;
-use axum::extract::{FromRequest, Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use mart_schema::order::{Order, OrderQuery, PlaceOrder, StatusChange};
 use mart_schema::{FieldErrors, OrderId, Page};
@@ -11,7 +11,7 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::error::{ApiError, Problem};
-use crate::extract::{Auth, Body, Query};
+use crate::extract::{Auth, Body, Path, Query};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -99,17 +99,18 @@ async fn change_order(
     request: Request,
 ) -> Result<Json<Order>, ApiError> {
     let id = order_id(&id)?;
-    // The body is optional: the seed sent the status in the query string.
-    let has_body = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|len| len != "0");
-    let body = if has_body {
+    // The body is optional (the seed sent the status in the query string),
+    // and may come chunked, without a Content-Length: read it to know.
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, crate::BODY_LIMIT)
+        .await
+        .map_err(|_| crate::error::too_large())?;
+    let body = if bytes.trim_ascii().is_empty() {
+        None
+    } else {
+        let request = Request::from_parts(parts, axum::body::Body::from(bytes));
         let Body(change) = Body::<StatusChange>::from_request(request, &state).await?;
         change.status
-    } else {
-        None
     };
     let requested = body
         .or(query.status)

@@ -2,7 +2,7 @@
 //! Browsing needs no token; changes need an admin.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mart_schema::product::{NewProduct, Product, ProductPatch, ProductQuery};
@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::error::{ApiError, Problem};
-use crate::extract::{Auth, Body, Query};
+use crate::extract::{Auth, Body, Path, Query};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

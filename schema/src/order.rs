@@ -102,11 +102,63 @@ pub struct ItemRequest {
 }
 
 /// `POST /orders/`: `{items: [...]}` or the seed's single line `{product_id, quantity}`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum PlaceOrder {
     Items { items: Vec<ItemRequest> },
     Single(ItemRequest),
+}
+
+/// Either shape of [`PlaceOrder`], read as one struct so that a bad value is
+/// reported at its field (`items[0].quantity`) and an unknown field is
+/// refused; an untagged enum could only say that no shape matched.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EitherShape {
+    items: Option<Vec<ItemRequest>>,
+    product_id: Option<ProductId>,
+    quantity: Option<i64>,
+}
+
+impl<'de> Deserialize<'de> for PlaceOrder {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let shape = EitherShape::deserialize(deserializer)?;
+        match shape {
+            EitherShape {
+                items: Some(items),
+                product_id: None,
+                quantity: None,
+            } => Ok(PlaceOrder::Items { items }),
+            EitherShape {
+                items: Some(_),
+                product_id,
+                ..
+            } => {
+                let extra = if product_id.is_some() {
+                    "product_id"
+                } else {
+                    "quantity"
+                };
+                Err(D::Error::custom(format!(
+                    "unknown field `{extra}`: send either `items` or one `product_id` and `quantity`"
+                )))
+            }
+            EitherShape {
+                product_id: Some(product_id),
+                quantity: Some(quantity),
+                ..
+            } => Ok(PlaceOrder::Single(ItemRequest {
+                product_id,
+                quantity,
+            })),
+            EitherShape {
+                product_id: Some(_),
+                ..
+            } => Err(D::Error::missing_field("quantity")),
+            EitherShape { .. } => Err(D::Error::missing_field("items")),
+        }
+    }
 }
 
 impl PlaceOrder {

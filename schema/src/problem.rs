@@ -29,6 +29,14 @@ impl FieldErrors {
         self.0.is_empty()
     }
 
+    /// Records what is wrong with an `Idempotency-Key`, if anything: the same
+    /// rule for every endpoint that takes one (keys are stored and indexed).
+    pub fn check_idempotency_key(&mut self, key: Option<&str>) {
+        if key.is_some_and(|key| key.is_empty() || key.len() > 255) {
+            self.add("Idempotency-Key", "must be 1 to 255 characters");
+        }
+    }
+
     /// `Ok(())` when nothing was recorded.
     pub fn into_result(self) -> Result<(), FieldErrors> {
         if self.is_empty() { Ok(()) } else { Err(self) }

@@ -27,6 +27,7 @@ use super::state::{self, Levels, Line, OpDone, Scratch, StockOp};
 use super::store::{StockStore, StockWrite, Wrote};
 use super::writer::StockWriter;
 use crate::batch;
+use crate::failure::{self, Rejection};
 use crate::owners::Owned;
 
 /// A stock actor with nothing to do for this long stops; its product's state
@@ -278,7 +279,21 @@ impl StockState {
                 events: decided.events.clone(),
                 assumed_new,
             };
-            match batch::write::<StockWriter>(write).await? {
+            let wrote = match batch::write::<StockWriter>(write).await {
+                Ok(wrote) => wrote,
+                // A value PostgreSQL refused: nothing was written, memory is
+                // still the truth; the callers hear "no", and the actor lives.
+                Err(e) if e.is_data_exception() => {
+                    let refused = failure::unstorable(&e);
+                    for reply in batch.into_iter().filter_map(|(_, reply)| reply) {
+                        let no = InventoryError::malformed(refused.clone());
+                        let _ = reply.send(Err(Owned::Rejected(no)));
+                    }
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match wrote {
                 Wrote::Stale if !look_up_all => look_up_all = true,
                 Wrote::Committed => {
                     self.remember(myself, decided.scratch);

@@ -3,6 +3,7 @@
 //! [`crate::owners`]), wherever it runs.
 
 use mart_schema::inventory::{InventoryError, Reservation, ReserveRequest, StockLevels};
+use mart_schema::user::Caller;
 use mart_schema::{OrderId, ProductId, Service};
 use time::OffsetDateTime;
 
@@ -45,6 +46,11 @@ impl Serve for InventoryService {
             InventoryMsg::Reserve(request, reply) => {
                 answer_in_task(reply, request, move |caller, request| async move {
                     caller.staff_or(InventoryError::Forbidden)?;
+                    // The order service reserves for ids it just made; an id
+                    // from outside may name an existing reservation.
+                    if caller != Caller::Service {
+                        s.refuse_other_lines(&request).await?;
+                    }
                     reserve(request).await
                 })
             }
@@ -155,6 +161,30 @@ impl InventoryService {
             lines.push(line_of(op(product, asked).await?)?);
         }
         Ok(Reservation { order_id, lines })
+    }
+
+    /// A reservation id already holding other lines is a 409: adding lines
+    /// to it would leave them behind when its order is settled. The same
+    /// lines again are a retry, answered as before.
+    async fn refuse_other_lines(&self, request: &ReserveRequest) -> Outcome<()> {
+        let held = self.store.reservation(request.order_id).await?;
+        if held.is_empty() {
+            return Ok(());
+        }
+        let now = OffsetDateTime::now_utc();
+        let asked = state::reservation_lines(request, now).map_err(InventoryError::Invalid)?;
+        let same = held.len() == asked.len()
+            && held
+                .iter()
+                .all(|line| asked.get(&line.product_id) == Some(&line.quantity));
+        if same {
+            return Ok(());
+        }
+        Err(InventoryError::Conflict(format!(
+            "reservation {} already exists with other lines",
+            request.order_id
+        ))
+        .into())
     }
 
     async fn show(&self, order_id: OrderId) -> Outcome<Reservation> {

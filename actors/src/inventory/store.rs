@@ -17,7 +17,7 @@ use crate::outbox::{Outbox, OutboxRows};
 
 /// One product's decided batch, to be written: its new levels (with the
 /// version they were decided on), the lines it changed, its events.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct StockWrite {
     pub(crate) product_id: ProductId,
     pub(crate) levels: Levels,

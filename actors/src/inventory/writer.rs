@@ -19,18 +19,23 @@ impl BatchWrite for StockWriter {
     const SERVICE: mart_schema::Service = mart_schema::Service::Inventory;
     const MAX_BATCH: usize = 512;
 
-    async fn write(&self, writes: Vec<StockWrite>) -> Result<Vec<Wrote>, Infra> {
+    async fn write(&self, writes: &[StockWrite]) -> Result<Vec<Wrote>, Infra> {
+        let mut seen = HashSet::new();
+        if writes.iter().all(|w| seen.insert(w.product_id)) {
+            return self.0.write_batch(writes).await;
+        }
         // A product appears once per transaction (its update is one row);
         // a second batch of one product (rare: an actor replaced mid-write)
         // goes in the next.
         let mut done = vec![Wrote::Fenced; writes.len()];
-        let mut left: Vec<(usize, StockWrite)> = writes.into_iter().enumerate().collect();
+        let mut left: Vec<(usize, &StockWrite)> = writes.iter().enumerate().collect();
         while !left.is_empty() {
             let mut seen = HashSet::new();
             let (round, later): (Vec<_>, Vec<_>) = left
                 .into_iter()
                 .partition(|(_, w)| seen.insert(w.product_id));
-            let (places, round): (Vec<usize>, Vec<StockWrite>) = round.into_iter().unzip();
+            let places: Vec<usize> = round.iter().map(|(place, _)| *place).collect();
+            let round: Vec<StockWrite> = round.into_iter().map(|(_, w)| w.clone()).collect();
             for (place, written) in places.into_iter().zip(self.0.write_batch(&round).await?) {
                 done[place] = written;
             }

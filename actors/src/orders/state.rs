@@ -112,9 +112,7 @@ pub(crate) fn check_request(items: &[ItemRequest], key: Option<&str>) -> Result<
             );
         }
     }
-    if key.is_some_and(|key| key.is_empty() || key.len() > 255) {
-        errors.add("Idempotency-Key", "must be 1 to 255 characters");
-    }
+    errors.check_idempotency_key(key);
     errors.into_result()
 }
 

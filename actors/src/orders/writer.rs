@@ -16,8 +16,8 @@ impl BatchWrite for OrderWriter {
     const SERVICE: mart_schema::Service = mart_schema::Service::Orders;
     const MAX_BATCH: usize = 512;
 
-    async fn write(&self, rows: Vec<NewRow>) -> Result<Vec<()>, Infra> {
-        self.0.insert_batch(&rows).await?;
+    async fn write(&self, rows: &[NewRow]) -> Result<Vec<()>, Infra> {
+        self.0.insert_batch(rows).await?;
         Ok(vec![(); rows.len()])
     }
 }

@@ -24,6 +24,9 @@ fn session_expiry(order_expires: OffsetDateTime) -> i64 {
 impl PaymentService {
     pub(super) async fn start(&self, new: NewPayment) -> Outcome<Started> {
         let NewPayment { payer, key, order } = new;
+        let mut invalid = mart_schema::FieldErrors::default();
+        invalid.check_idempotency_key(key.as_deref());
+        invalid.into_result().map_err(PaymentError::Invalid)?;
         let errors = KeyErrors {
             in_progress: PaymentError::IdempotencyInProgress,
             mismatch: PaymentError::IdempotencyMismatch,

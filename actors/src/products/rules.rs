@@ -77,7 +77,9 @@ pub(super) fn listing(query: ProductQuery) -> Result<(Listing, u32), FieldErrors
     }
     let after = match query.cursor.as_deref().map(decode_cursor) {
         None => None,
-        Some(Some((cursor_sort, key))) if cursor_sort == sort_name(sort) => Some(key),
+        Some(Some((cursor_sort, key))) if cursor_sort == sort_name(sort) && key.fits(sort) => {
+            Some(key)
+        }
         Some(_) => {
             errors.add(
                 "cursor",
@@ -132,6 +134,26 @@ mod tests {
         assert_eq!(decode_cursor(&cursor), Some(("name".to_owned(), key)));
         assert_eq!(decode_cursor("zz"), None);
         assert_eq!(decode_cursor("abc"), None);
+    }
+
+    #[test]
+    fn a_cursor_whose_key_does_not_fit_its_sort_is_refused() {
+        let id = ProductId::new();
+        for (sort, key) in [
+            // The sort says price, the key is a name: once a 503 and a crash.
+            ("price", Key::Name("x".into(), id)),
+            ("name", Key::Price(5, id)),
+            ("name", Key::Name("x\0".into(), id)),
+        ] {
+            let json = serde_json::to_vec(&(sort, key)).expect("json");
+            let query = ProductQuery {
+                sort: Some(sort.into()),
+                cursor: Some(hex::encode(json)),
+                ..ProductQuery::default()
+            };
+            let errors = listing(query).expect_err("a crafted cursor");
+            assert!(errors.0.contains_key("cursor"), "{errors}");
+        }
     }
 
     #[test]

@@ -62,6 +62,18 @@ pub(crate) enum Key {
 }
 
 impl Key {
+    /// Whether this key can follow `sort`'s order: a cursor is client input,
+    /// and a key of another shape (or text PostgreSQL cannot hold) must be
+    /// refused before it becomes a query parameter.
+    pub(crate) fn fits(&self, sort: Sort) -> bool {
+        match (sort, self) {
+            (Sort::NewestFirst, Key::Created(..)) => true,
+            (Sort::PriceAscending | Sort::PriceDescending, Key::Price(..)) => true,
+            (Sort::Name, Key::Name(name, _)) => !name.contains('\0'),
+            _ => false,
+        }
+    }
+
     pub(crate) fn of(sort: Sort, product: &Product) -> Key {
         match sort {
             Sort::NewestFirst => Key::Created(product.created_at, product.id),
