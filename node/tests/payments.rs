@@ -399,6 +399,12 @@ async fn a_forged_success_callback_does_not_pay_and_the_reconciler_settles_silen
         .expect("json");
     assert_eq!(failed["status"], "failed");
     assert_eq!(shop.order_status(&c).await, "awaiting_payment");
+    // Its checkout is closed: the old page can no longer take the money.
+    let old_page = c.payment["checkout_url"].as_str().expect("url");
+    assert_eq!(
+        support::pay_at_checkout(old_page).await,
+        StatusCode::CONFLICT
+    );
 
     // A second attempt is paid at Stripe, and neither webhook nor redirect
     // arrives: the reconciler asks Stripe and settles it.

@@ -35,6 +35,12 @@ pub enum StockChange {
     Set { on_hand: i64 },
 }
 
+/// Most units a product may have on hand: the same limit at product
+/// creation (`stock`) as in every later change.
+pub const MAX_ON_HAND: i64 = 1_000_000_000;
+/// Longest adjustment reason kept.
+const MAX_REASON: usize = 500;
+
 impl StockPatch {
     /// The change asked for, or a 422 naming the fields.
     pub fn change(self) -> Result<StockChange, FieldErrors> {
@@ -44,11 +50,23 @@ impl StockPatch {
                 if reason.trim().is_empty() {
                     return Err(FieldErrors::single("reason", "is required with adjust"));
                 }
+                if reason.chars().count() > MAX_REASON {
+                    let message = format!("must be at most {MAX_REASON} characters");
+                    return Err(FieldErrors::single("reason", message));
+                }
+                if delta.unsigned_abs() > MAX_ON_HAND.unsigned_abs() {
+                    let message = format!("must be between -{MAX_ON_HAND} and {MAX_ON_HAND}");
+                    return Err(FieldErrors::single("adjust", message));
+                }
                 Ok(StockChange::Adjust { delta, reason })
             }
             (None, Some(on_hand)) if on_hand < 0 => {
                 Err(FieldErrors::single("on_hand", "must not be negative"))
             }
+            (None, Some(on_hand)) if on_hand > MAX_ON_HAND => Err(FieldErrors::single(
+                "on_hand",
+                format!("must be at most {MAX_ON_HAND}, the same limit as a product's stock"),
+            )),
             (None, Some(on_hand)) => Ok(StockChange::Set { on_hand }),
             _ => Err(FieldErrors::single(
                 "adjust",

@@ -304,6 +304,16 @@ fn adjust(stock: &mut Scratch, change: &StockChange) -> Decision {
         }
     };
     match target {
+        Some(target) if target > mart_schema::inventory::MAX_ON_HAND => {
+            let limit = mart_schema::inventory::MAX_ON_HAND;
+            let too_many = format!("would take on_hand above {limit}, the most a product may have");
+            let field = match change {
+                StockChange::Adjust { .. } => "adjust",
+                StockChange::Set { .. } => "on_hand",
+            };
+            let errors = mart_schema::FieldErrors::single(field, too_many);
+            (Err(InventoryError::Invalid(errors)), vec![])
+        }
         Some(target) if target >= levels.reserved && target >= 0 => {
             levels.on_hand = target;
             let event = InventoryEvent::Adjusted(StockAdjusted {

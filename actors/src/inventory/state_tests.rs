@@ -224,6 +224,14 @@ fn adjustments_never_go_below_what_is_reserved_or_zero() {
         }
     }
     assert_eq!(s.levels.on_hand, 4);
+    // Above the limit a product's stock starts under: refused, naming the field.
+    let limit = mart_schema::inventory::MAX_ON_HAND;
+    for op in [set(limit + 1), adjust(limit)] {
+        let (answer, events) = decide(&mut s, &op, now());
+        assert!(matches!(answer, Err(InventoryError::Invalid(_))), "{op:?}");
+        assert!(events.is_empty());
+    }
+    assert_eq!(s.levels.on_hand, 4);
     assert!(matches!(
         decide(&mut s, &StockOp::Archive, now()).0,
         Ok(OpDone::Levels(_))

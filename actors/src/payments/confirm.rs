@@ -105,6 +105,18 @@ impl PaymentService {
         if session.payment_status != "paid" && stored.payment.status == PaymentStatus::Pending {
             let (from, to) = (PaymentStatus::Pending, PaymentStatus::Failed);
             self.store.transition(&stored, from, to, None).await?;
+            // Then closed at Stripe: a failed attempt whose page could still
+            // be paid would charge an order left unpaid. If it was paid in
+            // between, confirmation finds it failed and refunds it.
+            if session.status == "open"
+                && let Err(e) = self
+                    .deps
+                    .gateway
+                    .expire_session(session_id.to_owned())
+                    .await
+            {
+                tracing::warn!(session = session_id, error = %e, "could not close a failed checkout; a late payment will be refunded");
+            }
         }
         self.outcome(stored.payment.id).await
     }

@@ -52,7 +52,7 @@ use gateway::CheckoutGateway;
 rejection!(PaymentError);
 
 /// What the payment service needs from the node.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PaymentDeps {
     pub gateway: Arc<dyn CheckoutGateway>,
     /// Base URL shoppers' browsers reach the edge at (`MART_PUBLIC_URL`).
@@ -61,6 +61,18 @@ pub struct PaymentDeps {
     pub webhook_secrets: Vec<String>,
     /// Pending payments older than this are asked about at Stripe.
     pub reconcile_after: Duration,
+}
+
+impl std::fmt::Debug for PaymentDeps {
+    // The webhook secrets never show in a log line or a panic.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PaymentDeps")
+            .field("gateway", &self.gateway)
+            .field("public_url", &self.public_url)
+            .field("webhook_secrets", &self.webhook_secrets.len())
+            .field("reconcile_after", &self.reconcile_after)
+            .finish()
+    }
 }
 
 /// An order to pay, handed over by the order service.

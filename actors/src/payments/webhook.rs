@@ -41,7 +41,9 @@ pub fn verify(secrets: &[String], header: &str, body: &[u8], now: i64) -> bool {
     let Some(timestamp) = timestamp else {
         return false;
     };
-    if (now - timestamp).abs() > TOLERANCE_SECS {
+    // Checked: `t` is the sender's, and i64::MIN would overflow a subtraction.
+    let skew = now.checked_sub(timestamp).and_then(i64::checked_abs);
+    if skew.is_none_or(|skew| skew > TOLERANCE_SECS) {
         return false;
     }
     secrets.iter().any(|secret| {
@@ -81,6 +83,16 @@ mod tests {
         );
         assert!(!verify(&["whsec_a".into()], "t=1000", BODY, 1_000), "no v1");
         assert!(!verify(&["whsec_a".into()], "garbage", BODY, 1_000));
+    }
+
+    #[test]
+    fn extreme_timestamps_are_refused_not_overflowed() {
+        let secrets = ["whsec_test".to_owned()];
+        for t in [i64::MIN, i64::MAX, -1] {
+            let header = format!("t={t},v1=00");
+            assert!(!verify(&secrets, &header, BODY, 1_700_000_000));
+        }
+        assert!(!verify(&secrets, "t=0,v1=00", BODY, i64::MIN));
     }
 
     #[test]

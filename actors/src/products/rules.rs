@@ -8,8 +8,8 @@ use super::store::{Key, Listing, Sort};
 
 /// Largest price accepted, in minor units (ten billion of the major unit).
 pub(super) const MAX_PRICE: i64 = 1_000_000_000_000;
-/// Largest initial stock accepted.
-pub(super) const MAX_STOCK: i64 = 1_000_000_000;
+/// Largest initial stock accepted: inventory's limit on every later change.
+pub(super) const MAX_STOCK: i64 = mart_schema::inventory::MAX_ON_HAND;
 
 pub(super) fn check_text(errors: &mut FieldErrors, name: Option<&str>, description: Option<&str>) {
     if let Some(name) = name {
