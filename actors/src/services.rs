@@ -28,6 +28,7 @@ use crate::payments::{PaymentDeps, PaymentService, Reconciler};
 use crate::products::ProductService;
 use crate::products::cache::CacheKeeper;
 use crate::supervisor::{ChildSpec, Supervisor, SupervisorMsg};
+use crate::users::TokenKeeper;
 use crate::users::UserService;
 
 /// What the hosted services need from the node.
@@ -93,7 +94,11 @@ impl Hosted {
     /// Starts a root supervisor named after the node, hosting `deps.pools`' services.
     pub async fn start(node: &str, deps: ServiceDeps) -> Result<Self, String> {
         // Every node reads the catalog (the edge, orders' prices) from memory.
-        let mut groups = vec![unnamed("catalog-cache", CacheKeeper, ())];
+        let mut groups = vec![
+            unnamed("catalog-cache", CacheKeeper, ()),
+            // Every node's edge checks tokens against the revocation floors.
+            unnamed("token-keeper", TokenKeeper, ()),
+        ];
         for (&service, pool) in &deps.pools {
             let children = service_children(node, service, pool.clone(), &deps)?;
             let name = format!("{}.supervisor", service.group());

@@ -102,7 +102,7 @@ async fn register(users: &Users, name: &str) -> mart_schema::user::User {
         .register(Registration {
             username: name.into(),
             email: format!("{name}@example.test"),
-            password: "password123".into(),
+            password: "tangerine-57-orbit".into(),
         })
         .await
         .expect("register")

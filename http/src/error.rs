@@ -26,6 +26,26 @@ pub struct ApiError {
     pub header: Option<ExtraHeader>,
     /// What went wrong inside, for the log only; never sent.
     pub cause: Option<Box<str>>,
+    /// The RFC 6749 §5.2 error code, on the token endpoint's errors.
+    pub oauth: Option<OAuthError>,
+}
+
+/// RFC 6749 §5.2 error codes mart answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OAuthError {
+    InvalidRequest,
+    InvalidGrant,
+    UnsupportedGrantType,
+}
+
+impl OAuthError {
+    fn code(self) -> &'static str {
+        match self {
+            OAuthError::InvalidRequest => "invalid_request",
+            OAuthError::InvalidGrant => "invalid_grant",
+            OAuthError::UnsupportedGrantType => "unsupported_grant_type",
+        }
+    }
 }
 
 /// Headers some errors carry.
@@ -35,6 +55,8 @@ pub enum ExtraHeader {
     BearerChallenge,
     /// `Retry-After: 1` when trying again soon may work.
     RetryAfter,
+    /// `Retry-After: n` when trying again before then is refused.
+    RetryAfterSeconds(u16),
 }
 
 /// The problem document (RFC 9457).
@@ -47,6 +69,12 @@ pub struct Problem {
     pub detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<FieldErrors>,
+    /// On the token endpoint: the RFC 6749 error code (`invalid_grant`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'static str>,
+    /// On the token endpoint: the same as `detail`, under RFC 6749's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_description: Option<String>,
 }
 
 impl ApiError {
@@ -58,6 +86,7 @@ impl ApiError {
             errors: None,
             header: None,
             cause: None,
+            oauth: None,
         }
     }
 
@@ -130,6 +159,8 @@ impl IntoResponse for ApiError {
             type_: format!("urn:mart:problem:{}", self.kind),
             title: self.status.canonical_reason().unwrap_or("Error").to_owned(),
             status: self.status.as_u16(),
+            error_description: self.oauth.map(|_| self.detail.clone()),
+            error: self.oauth.map(OAuthError::code),
             detail: self.detail,
             errors: self.errors,
         };
@@ -144,14 +175,17 @@ impl IntoResponse for ApiError {
         )
             .into_response();
         let extra = match self.header {
-            Some(ExtraHeader::BearerChallenge) => Some((header::WWW_AUTHENTICATE, "Bearer")),
-            Some(ExtraHeader::RetryAfter) => Some((header::RETRY_AFTER, "1")),
+            Some(ExtraHeader::BearerChallenge) => {
+                Some((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")))
+            }
+            Some(ExtraHeader::RetryAfter) => Some((header::RETRY_AFTER, HeaderValue::from(1))),
+            Some(ExtraHeader::RetryAfterSeconds(n)) => {
+                Some((header::RETRY_AFTER, HeaderValue::from(n)))
+            }
             None => None,
         };
         if let Some((name, value)) = extra {
-            response
-                .headers_mut()
-                .insert(name, HeaderValue::from_static(value));
+            response.headers_mut().insert(name, value);
         }
         response
     }
@@ -189,7 +223,18 @@ impl From<UserError> for ApiError {
                 )
             },
             UserError::NotFound => ApiError::not_found("no such user"),
-            UserError::BadCredentials => ApiError::unauthorized("invalid username or password"),
+            UserError::BadCredentials => ApiError {
+                oauth: Some(OAuthError::InvalidGrant),
+                ..ApiError::unauthorized("invalid username or password")
+            },
+            UserError::BadRefresh => ApiError {
+                oauth: Some(OAuthError::InvalidGrant),
+                ..ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid-grant",
+                    "the refresh token is invalid, expired or already used; log in again",
+                )
+            },
             UserError::Forbidden => ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",

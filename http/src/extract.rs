@@ -4,6 +4,7 @@
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
+use mart_actors::auth::revocations::{self, Unpassed};
 use mart_schema::FieldErrors;
 use mart_schema::user::Caller;
 use serde::de::DeserializeOwned;
@@ -229,10 +230,30 @@ impl FromRequestParts<AppState> for Auth {
             .ok_or_else(|| {
                 ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
             })?;
-        state
+        let verified = state
             .keys
             .verify(token.trim())
-            .map(Auth)
-            .map_err(|_| ApiError::unauthorized("invalid or expired token; log in again"))
+            .map_err(|_| ApiError::unauthorized("invalid or expired token; log in again"))?;
+        let revoked = || ApiError::unauthorized("this token was revoked; log in again");
+        match revocations::check(&verified) {
+            Ok(()) => Ok(Auth(verified.caller)),
+            Err(Unpassed::Revoked) => Err(revoked()),
+            // This node has not heard from the user service lately: ask it
+            // about this token's own subjects.
+            Err(Unpassed::Unknown) => {
+                let floors = state
+                    .users
+                    .floors(revocations::subjects(&verified))
+                    .await
+                    .map_err(|_| {
+                        ApiError::unavailable("tokens cannot be checked right now; try again soon")
+                    })?;
+                if revocations::passes(&verified, &floors) {
+                    Ok(Auth(verified.caller))
+                } else {
+                    Err(revoked())
+                }
+            }
+        }
     }
 }

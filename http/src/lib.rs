@@ -7,6 +7,7 @@
 //! - `users`, `products`, `inventory`, `orders`, `payments`, `notifications`, `health`: routes per area.
 //! - [`error`]: `ApiError`, rendered as RFC 9457 problem documents.
 //! - [`extract`]: body/query/bearer extractors whose rejections are problems.
+//! - [`throttle`]: login and registration attempts per account and address.
 
 mod access;
 pub mod error;
@@ -17,6 +18,7 @@ mod notifications;
 mod orders;
 mod payments;
 mod products;
+pub mod throttle;
 mod users;
 
 use std::sync::Arc;
@@ -62,6 +64,8 @@ pub struct AppState {
     /// The services this node hosts (readiness).
     pub hosted: Arc<Hosted>,
     pub cluster: ClusterView,
+    /// Login and registration attempts, per account and address.
+    pub throttle: throttle::Throttle,
 }
 
 impl AppState {
@@ -83,6 +87,7 @@ impl AppState {
             deadline,
             hosted,
             cluster,
+            throttle: throttle::Throttle::default(),
         }
     }
 }

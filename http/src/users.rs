@@ -1,56 +1,174 @@
 //! The user service's paths (the seed's, kept): `/register`, `/token`,
-//! `/user_profile`, `/users`, `/users/{id}`.
+//! `/user_profile`, `/users`, `/users/{id}`; and sessions: refresh tokens on
+//! `/token`, `/logout`, password change and reset.
 
 use axum::Json;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use mart_schema::user::{Credentials, Registration, User, UserError, UserPatch};
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use mart_schema::FieldErrors;
+use mart_schema::user::{
+    Credentials, Logout, PasswordChange, PasswordReset, Registration, TokenRequest, User,
+    UserError, UserPatch,
+};
 use mart_schema::{Page, PageRequest, UserId};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::error::{ApiError, Problem};
-use crate::extract::{Auth, Body, Query};
+use crate::error::{ApiError, OAuthError, Problem};
+use crate::extract::{Auth, Body, Path, Query};
+use crate::throttle::ClientAddress;
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(register))
         .routes(routes!(issue_token))
+        .routes(routes!(logout))
         .routes(routes!(user_profile))
+        .routes(routes!(change_password))
         .routes(routes!(list_users))
         .routes(routes!(get_user, update_user, delete_user))
+        .routes(routes!(reset_password))
+        .routes(routes!(jwks))
 }
 
-/// Register a customer account.
+/// Register a customer account. Throttled per client address (429).
 #[utoipa::path(post, path = "/register", tag = "users",
     request_body(content = Registration, content_type = "application/json"),
     responses(
         (status = 201, body = User),
         (status = 409, description = "username or email taken", body = Problem),
-        (status = 422, description = "a field is invalid", body = Problem),
+        (status = 422, description = "a field is invalid, or the password too easy to guess", body = Problem),
+        (status = 429, description = "too many attempts from this address; see Retry-After", body = Problem),
     ))]
 async fn register(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     Body(registration): Body<Registration>,
 ) -> Result<impl IntoResponse, ApiError> {
+    state.throttle.attempt(None, address)?;
     let user = state.users.register(registration).await?;
     Ok((StatusCode::CREATED, Json(user)))
 }
 
-/// Log in (OAuth2 password form or JSON); the username may be the email.
+/// Log in (`grant_type=password`, the default; the username may be the
+/// email) or renew (`grant_type=refresh_token`). Answers an access token and
+/// a single-use refresh token; errors carry RFC 6749's `error` code. Never
+/// cached. Throttled per account and per client address (429).
 #[utoipa::path(post, path = "/token", tag = "users",
-    request_body(content = Credentials, content_type = "application/x-www-form-urlencoded"),
+    request_body(content = TokenRequest, content_type = "application/x-www-form-urlencoded"),
     responses(
-        (status = 200, body = mart_schema::user::TokenGrant),
-        (status = 401, description = "wrong credentials", body = Problem),
+        (status = 200, description = "a new token pair", body = mart_schema::user::TokenGrant),
+        (status = 400, description = "`invalid_grant` (refresh token unknown, expired or reused) or `unsupported_grant_type`", body = Problem),
+        (status = 401, description = "`invalid_grant`: wrong username or password", body = Problem),
+        (status = 422, description = "`invalid_request`: a required field is missing", body = Problem),
+        (status = 429, description = "too many attempts; see Retry-After", body = Problem),
     ))]
 async fn issue_token(
     State(state): State<AppState>,
-    Body(credentials): Body<Credentials>,
-) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(state.users.issue_token(credentials).await?))
+    ClientAddress(address): ClientAddress,
+    Body(request): Body<TokenRequest>,
+) -> Response {
+    let outcome = grant(&state, address, request).await;
+    let mut response = match outcome {
+        Ok(grant) => Json(grant).into_response(),
+        Err(e) => e.into_response(),
+    };
+    // RFC 6749 §5.1: token responses are never stored.
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+async fn grant(
+    state: &AppState,
+    address: Option<std::net::IpAddr>,
+    request: TokenRequest,
+) -> Result<mart_schema::user::TokenGrant, ApiError> {
+    let missing = |field: &str| ApiError {
+        oauth: Some(OAuthError::InvalidRequest),
+        ..ApiError::invalid(FieldErrors::single(field, "is required"))
+    };
+    match request.grant_type.as_deref().unwrap_or("password") {
+        "password" => {
+            let username = request.username.ok_or_else(|| missing("username"))?;
+            let password = request.password.ok_or_else(|| missing("password"))?;
+            state.throttle.attempt(Some(&username), address)?;
+            let credentials = Credentials { username, password };
+            Ok(state.users.issue_token(credentials).await?)
+        }
+        "refresh_token" => {
+            let secret = request
+                .refresh_token
+                .ok_or_else(|| missing("refresh_token"))?;
+            state.throttle.attempt(None, address)?;
+            Ok(state.users.refresh(secret).await?)
+        }
+        other => Err(ApiError {
+            oauth: Some(OAuthError::UnsupportedGrantType),
+            ..ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unsupported-grant-type",
+                format!("grant_type {other:?} is not supported: use password or refresh_token"),
+            )
+        }),
+    }
+}
+
+/// End a session: its refresh token and every access token issued in it
+/// stop working (on every node within a second). Unknown tokens are fine:
+/// the session is over either way.
+#[utoipa::path(post, path = "/logout", tag = "users",
+    request_body(content = Logout, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 204, description = "the session is over"),
+              (status = 422, description = "refresh_token is missing", body = Problem)))]
+async fn logout(
+    State(state): State<AppState>,
+    Body(request): Body<Logout>,
+) -> Result<StatusCode, ApiError> {
+    let secret = request
+        .refresh_token
+        .ok_or_else(|| ApiError::invalid(FieldErrors::single("refresh_token", "is required")))?;
+    state.users.logout(secret).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Change your own password, giving the current one. Every token issued
+/// before (in every session) stops working; log in again.
+#[utoipa::path(post, path = "/user_profile/password", tag = "users", security(("bearer" = [])),
+    request_body = PasswordChange,
+    responses((status = 204, description = "changed; earlier tokens are revoked"),
+              (status = 401, body = Problem),
+              (status = 422, description = "wrong current password, or the new one too easy to guess", body = Problem)))]
+async fn change_password(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Body(change): Body<PasswordChange>,
+) -> Result<StatusCode, ApiError> {
+    state.users.change_password(caller, change).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Set a user's password (admin), revoking every token they hold.
+#[utoipa::path(post, path = "/users/{id}/password", tag = "users", security(("bearer" = [])),
+    params(("id" = String, Path, description = "user id")),
+    request_body = PasswordReset,
+    responses((status = 204, description = "reset; the user's tokens are revoked"),
+              (status = 403, body = Problem), (status = 404, body = Problem),
+              (status = 422, body = Problem)))]
+async fn reset_password(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    Body(reset): Body<PasswordReset>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .users
+        .reset_password(caller, user_id(&id)?, reset)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The caller's own account.
@@ -98,7 +216,9 @@ async fn get_user(
     Ok(Json(state.users.get(caller, user_id(&id)?).await?))
 }
 
-/// Change email or password (self or admin) or role (admin).
+/// Change email (self or admin), password or role (admin). An owner
+/// changes their password with `POST /user_profile/password`. A password or
+/// role change revokes the user's earlier tokens.
 #[utoipa::path(patch, path = "/users/{id}", tag = "users", security(("bearer" = [])),
     params(("id" = String, Path, description = "user id")),
     request_body = UserPatch,
@@ -126,6 +246,20 @@ async fn delete_user(
 ) -> Result<StatusCode, ApiError> {
     state.users.delete(caller, user_id(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The public keys that verify mart's access tokens (RFC 7517), so another
+/// service or a Kafka consumer can check a token without holding a secret.
+/// Empty when tokens are HS256 (`MART_JWT_ALGORITHM=hs256`, the default).
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "users",
+    responses((status = 200, description = "`{keys: [...]}`: Ed25519 keys, each with its `kid`")))]
+async fn jwks(State(state): State<AppState>) -> Response {
+    let mut response = Json(state.keys.jwks().clone()).into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    response
 }
 
 /// A malformed id names no user: 404, like an unknown one.

@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use secrecy::ExposeSecret;
+
 use anyhow::Context;
 use mart_actors::auth::TokenKeys;
 use mart_actors::payments::PaymentDeps;
@@ -43,7 +45,7 @@ impl App {
         ) {
             // Outside the macro: a log level that drops the line must not
             // drop the admin with it.
-            let outcome = admin(&opts, &dbs, email, password).await?;
+            let outcome = admin(&opts, &dbs, email, password.expose_secret()).await?;
             tracing::info!("{outcome}");
         }
         let membership = match opts.cluster_addr {
@@ -52,7 +54,10 @@ impl App {
                     &opts.node_name,
                     addr,
                     opts.cluster_advertise.clone(),
-                    opts.cookie.clone().unwrap_or_default(),
+                    opts.cookie
+                        .as_ref()
+                        .map(|c| c.expose_secret().to_owned())
+                        .unwrap_or_default(),
                     opts.peers.clone(),
                     tls_files(&opts),
                 )
@@ -129,9 +134,12 @@ impl App {
                 );
                 let app = mart_http::router(state);
                 tracing::info!("edge listening on http://{}", listener.local_addr()?);
+                // With each connection's address: logins are throttled per address.
                 axum::serve(
                     listener,
-                    axum::ServiceExt::<axum::extract::Request>::into_make_service(app),
+                    axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+                        std::net::SocketAddr,
+                    >(app),
                 )
                 .with_graceful_shutdown(shutdown)
                 .await?;
@@ -214,7 +222,10 @@ async fn start_bridge(
 /// How mail leaves: SMTP when configured, else `.eml` files in the data directory.
 fn mailer(opts: &NodeOptions) -> anyhow::Result<Arc<dyn mart_actors::notifications::Mailer>> {
     match &opts.smtp_url {
-        Some(url) => Ok(Arc::new(mail::LettreMailer::smtp(url, &opts.mail_from)?)),
+        Some(url) => Ok(Arc::new(mail::LettreMailer::smtp(
+            url.expose_secret(),
+            &opts.mail_from,
+        )?)),
         None => {
             let dir = opts.data_dir.join("mail");
             tracing::info!(dir = %dir.display(), "MART_SMTP_URL is unset: mail is written to files");
@@ -240,11 +251,18 @@ async fn payment_deps(opts: &NodeOptions) -> anyhow::Result<PaymentDeps> {
                 "MART_STRIPE_SECRET_KEY needs MART_STRIPE_WEBHOOK_SECRET (whsec_...) to verify webhooks"
             );
         }
-        let gateway = stripe_gateway::StripeGateway::new(key, opts.stripe_api_base.as_deref())?;
+        let gateway = stripe_gateway::StripeGateway::new(
+            key.expose_secret(),
+            opts.stripe_api_base.as_deref(),
+        )?;
         return Ok(PaymentDeps {
             gateway: Arc::new(gateway),
             public_url,
-            webhook_secrets: opts.stripe_webhook_secret.clone(),
+            webhook_secrets: opts
+                .stripe_webhook_secret
+                .iter()
+                .map(|s| s.expose_secret().to_owned())
+                .collect(),
             reconcile_after,
         });
     }

@@ -2,10 +2,18 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+
+use secrecy::{ExposeSecret, SecretString};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use mart_schema::Service;
+
+/// Reads a secret option: kept as a `SecretString`, so that no `Debug` of
+/// the options (a log line, a panic) ever shows it.
+fn secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(value))
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -92,8 +100,8 @@ pub struct NodeOptions {
     pub cluster_tls_ca: Option<PathBuf>,
 
     /// Shared secret every node of the cluster must present.
-    #[arg(long, env = "MART_COOKIE", global = true, hide_env_values = true)]
-    pub cookie: Option<String>,
+    #[arg(value_parser = secret, long, env = "MART_COOKIE", global = true, hide_env_values = true)]
+    pub cookie: Option<SecretString>,
 
     /// Where the embedded PostgreSQL, generated secrets and mail files live.
     #[arg(long, env = "MART_DATA_DIR", global = true, default_value = ".mart")]
@@ -101,12 +109,33 @@ pub struct NodeOptions {
 
     /// PostgreSQL for every service; `MART_<SERVICE>_DATABASE_URL` overrides per
     /// service. Unset: a private PostgreSQL in the data directory.
-    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
-    pub database_url: Option<String>,
+    #[arg(value_parser = secret, long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<SecretString>,
 
     /// HS256 secret for access tokens; the same on every node.
-    #[arg(long, env = "MART_JWT_SECRET", global = true, hide_env_values = true)]
-    pub jwt_secret: Option<String>,
+    #[arg(value_parser = secret, long, env = "MART_JWT_SECRET", global = true, hide_env_values = true)]
+    pub jwt_secret: Option<SecretString>,
+
+    /// How tokens are signed: `hs256` with `--jwt-secret` (one secret every
+    /// node shares), or `eddsa` with Ed25519 keys whose public halves are
+    /// served at `/.well-known/jwks.json`.
+    #[arg(long, env = "MART_JWT_ALGORITHM", global = true, default_value = "hs256", value_parser = ["hs256", "eddsa"])]
+    pub jwt_algorithm: String,
+
+    /// EdDSA: the Ed25519 private key that signs (PEM or PKCS#8 DER file).
+    /// Unset: one generated into the data directory (one node only).
+    #[arg(long, env = "MART_JWT_KEY_FILE", global = true)]
+    pub jwt_key_file: Option<PathBuf>,
+
+    /// EdDSA: earlier signing keys (comma-separated files) whose tokens still
+    /// verify during a rotation; drop one once its last token has expired.
+    #[arg(
+        long,
+        env = "MART_JWT_PREVIOUS_KEY_FILES",
+        global = true,
+        value_delimiter = ','
+    )]
+    pub jwt_previous_key_files: Vec<PathBuf>,
 
     /// How long an access token is valid (humantime: `60m`, `1h`).
     #[arg(long, env = "MART_TOKEN_TTL", global = true, default_value = "60m", value_parser = humantime::parse_duration)]
@@ -117,27 +146,27 @@ pub struct NodeOptions {
     pub reservation_ttl: Duration,
 
     /// Stripe secret key. Unset: mart runs its own Stripe test server in-process.
-    #[arg(
+    #[arg(value_parser = secret,
         long,
         env = "MART_STRIPE_SECRET_KEY",
         global = true,
         hide_env_values = true
     )]
-    pub stripe_secret_key: Option<String>,
+    pub stripe_secret_key: Option<SecretString>,
 
     /// Stripe's API base URL (for a Stripe test server elsewhere).
     #[arg(long, env = "MART_STRIPE_API_BASE", global = true)]
     pub stripe_api_base: Option<String>,
 
     /// Webhook signing secrets, comma-separated (several during a rotation).
-    #[arg(
+    #[arg(value_parser = secret,
         long,
         env = "MART_STRIPE_WEBHOOK_SECRET",
         global = true,
         value_delimiter = ',',
         hide_env_values = true
     )]
-    pub stripe_webhook_secret: Vec<String>,
+    pub stripe_webhook_secret: Vec<SecretString>,
 
     /// The URL shoppers' browsers reach this edge at (for Stripe's redirects).
     /// Default: http://<--http-addr>.
@@ -150,8 +179,8 @@ pub struct NodeOptions {
 
     /// SMTP server: `smtp://host:port`, `smtps://user:pass@host`, or with
     /// `?tls=required` for STARTTLS. Unset: `.eml` files under the data directory.
-    #[arg(long, env = "MART_SMTP_URL", global = true, hide_env_values = true)]
-    pub smtp_url: Option<String>,
+    #[arg(value_parser = secret, long, env = "MART_SMTP_URL", global = true, hide_env_values = true)]
+    pub smtp_url: Option<SecretString>,
 
     /// Sender of every email.
     #[arg(
@@ -204,13 +233,13 @@ pub struct NodeOptions {
     #[arg(long, env = "MART_ADMIN_EMAIL", global = true)]
     pub admin_email: Option<String>,
 
-    #[arg(
+    #[arg(value_parser = secret,
         long,
         env = "MART_ADMIN_PASSWORD",
         global = true,
         hide_env_values = true
     )]
-    pub admin_password: Option<String>,
+    pub admin_password: Option<SecretString>,
 
     /// Log format: `text` or `json`.
     #[arg(long, env = "MART_LOG_FORMAT", global = true, default_value = "text", value_parser = ["text", "json"])]
@@ -277,9 +306,17 @@ impl NodeOptions {
         if self.cluster_addr.is_none() && !self.peers.is_empty() {
             return Err("--peers needs --cluster-addr (MART_CLUSTER_ADDR): a node must listen to join a cluster".into());
         }
-        if self.cluster_addr.is_some() && self.cookie.as_deref().is_none_or(str::is_empty) {
+        let cookie = self.cookie.as_ref().map(ExposeSecret::expose_secret);
+        if self.cluster_addr.is_some() && cookie.is_none_or(str::is_empty) {
             return Err(
                 "--cluster-addr needs --cookie (MART_COOKIE), the secret shared by every node"
+                    .into(),
+            );
+        }
+        // Peers holding the cookie speak for callers: it must not be guessable.
+        if cookie.is_some_and(|c| c.chars().count() < 16) {
+            return Err(
+                "--cookie (MART_COOKIE) must be at least 16 characters (e.g. openssl rand -hex 16)"
                     .into(),
             );
         }
@@ -311,7 +348,11 @@ impl NodeOptions {
         std::env::var(service.database_url_var())
             .ok()
             .filter(|url| !url.is_empty())
-            .or_else(|| self.database_url.clone())
+            .or_else(|| {
+                self.database_url
+                    .as_ref()
+                    .map(|url| url.expose_secret().to_owned())
+            })
     }
 }
 
@@ -328,6 +369,33 @@ mod tests {
             Ok(Hosting(vec![Service::Users]))
         );
         assert!(parse_services("users,bogus").is_err_and(|e| e.contains("bogus")));
+    }
+
+    #[test]
+    fn no_secret_shows_in_the_options_debug_output() {
+        let secrets = [
+            ("--jwt-secret", "jwt-secret-value-of-32-bytes-or-more"),
+            ("--cookie", "cookie-value-long-enough"),
+            (
+                "--database-url",
+                "postgres://mart:db-password-value@db/mart",
+            ),
+            ("--stripe-secret-key", "sk_test_secret_value"),
+            ("--stripe-webhook-secret", "whsec_secret_value"),
+            ("--smtp-url", "smtp://mail:smtp-password-value@mail"),
+            ("--admin-password", "admin-password-value"),
+        ];
+        let mut args = vec!["mart"];
+        for (option, value) in secrets {
+            args.extend([option, value]);
+        }
+        let cli = Cli::try_parse_from(args).expect("parses");
+        let shown = format!("{cli:?}");
+        for (option, value) in secrets {
+            assert!(!shown.contains(value), "{option} shows in {shown}");
+        }
+        let url = cli.node.database_url(Service::Users).expect("url");
+        assert!(url.contains("db-password-value"), "still usable");
     }
 
     #[test]

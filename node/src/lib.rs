@@ -25,6 +25,8 @@ pub mod telemetry;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use secrecy::ExposeSecret;
+
 use anyhow::Context;
 use deadpool_postgres::Pool;
 use mart_actors::auth::TokenKeys;
@@ -178,12 +180,20 @@ async fn start_embedded(opts: &NodeOptions) -> anyhow::Result<EmbeddedPostgres> 
     Ok(pg)
 }
 
-/// The token keys: `MART_JWT_SECRET`, or a secret generated once and kept in
-/// the data directory (fine for one node; a cluster must share one).
+/// The token keys: EdDSA from key files (or one generated into the data
+/// directory), or HS256 from `MART_JWT_SECRET` (or a secret generated once and
+/// kept in the data directory: fine for one node; a cluster must share one).
 pub(crate) fn token_keys(opts: &NodeOptions) -> anyhow::Result<Arc<TokenKeys>> {
-    let secret = match &opts.jwt_secret {
-        Some(secret) if secret.len() >= 16 => secret.clone(),
-        Some(_) => anyhow::bail!("MART_JWT_SECRET must be at least 16 characters"),
+    if opts.jwt_algorithm == "eddsa" {
+        return ed25519_keys(opts).map(Arc::new);
+    }
+    let given = opts.jwt_secret.as_ref().map(|s| s.expose_secret());
+    let secret = match given {
+        // HS256's key should be as long as its hash: 32 bytes.
+        Some(secret) if secret.len() >= 32 => secret.to_owned(),
+        Some(_) => {
+            anyhow::bail!("MART_JWT_SECRET must be at least 32 bytes (e.g. openssl rand -hex 32)")
+        }
         None => {
             let path = opts.data_dir.join("jwt-secret");
             match std::fs::read_to_string(&path) {
@@ -205,7 +215,41 @@ pub(crate) fn token_keys(opts: &NodeOptions) -> anyhow::Result<Arc<TokenKeys>> {
     Ok(Arc::new(TokenKeys::new(secret.as_bytes(), opts.token_ttl)))
 }
 
+fn ed25519_keys(opts: &NodeOptions) -> anyhow::Result<TokenKeys> {
+    use anyhow::Context;
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("reading JWT key {}", path.display()))
+    };
+    let signing = match &opts.jwt_key_file {
+        Some(path) => read(path)?,
+        None => {
+            let path = opts.data_dir.join("jwt-ed25519.der");
+            match std::fs::read(&path) {
+                Ok(key) => key,
+                Err(_) => {
+                    std::fs::create_dir_all(&opts.data_dir)?;
+                    let key = mart_actors::auth::generate_ed25519();
+                    write_private_bytes(&path, &key)?;
+                    tracing::warn!(file = %path.display(), "MART_JWT_KEY_FILE is unset: generated an Ed25519 key; give every node of a cluster the same one");
+                    key
+                }
+            }
+        }
+    };
+    let previous = opts
+        .jwt_previous_key_files
+        .iter()
+        .map(|path| read(path))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    TokenKeys::ed25519(&signing, &previous, opts.token_ttl)
+        .context("MART_JWT_KEY_FILE / MART_JWT_PREVIOUS_KEY_FILES")
+}
+
 fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    write_private_bytes(path, contents.as_bytes())
+}
+
+fn write_private_bytes(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
@@ -213,7 +257,7 @@ fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> 
         .create_new(true)
         .mode(0o600)
         .open(path)?;
-    file.write_all(contents.as_bytes())
+    file.write_all(contents)
 }
 
 pub(crate) async fn admin(

@@ -71,11 +71,11 @@ async fn an_edge_node_serves_users_hosted_on_another_node_and_survives_its_resta
     );
 
     // A node with the wrong cookie is refused: it never sees the user service.
-    let intruder = Node::start(edge_node("intruder", b_port, "wrong cookie")).await;
+    let intruder = Node::start(edge_node("intruder", b_port, "a wrong cluster cookie")).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let intruder_api = Api::new(&intruder.http);
     let refused = intruder_api
-        .register("sneaky", "sneaky@example.test", "password123")
+        .register("sneaky", "sneaky@example.test", "tangerine-57-orbit")
         .await;
     assert!(refused.headers().contains_key("retry-after"));
     problem(refused, StatusCode::SERVICE_UNAVAILABLE).await;
@@ -137,7 +137,7 @@ async fn an_edge_node_serves_users_hosted_on_another_node_and_survives_its_resta
     // B returns: A reconnects by itself and serves again, with the same data.
     b.restart();
     a.wait_reachable("users", Duration::from_secs(30)).await;
-    let again = api.token("remote", "password123").await;
+    let again = api.token("remote", "tangerine-57-orbit").await;
     assert_eq!(
         api.get("/user_profile", Some(&again)).await.status(),
         StatusCode::OK
@@ -265,7 +265,7 @@ async fn nodes_speak_mutual_tls_and_a_node_without_a_certificate_cannot_join() {
     let plain_api = Api::new(&plain.http);
     problem(
         plain_api
-            .register("nocert", "nocert@example.test", "password123")
+            .register("nocert", "nocert@example.test", "tangerine-57-orbit")
             .await,
         StatusCode::SERVICE_UNAVAILABLE,
     )

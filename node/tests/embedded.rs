@@ -51,7 +51,7 @@ async fn without_database_url_mart_runs_and_reuses_its_own_postgres() {
     node.wait_ready(Duration::from_secs(60)).await;
     let api = Api::new(&node.http);
     assert_eq!(
-        api.login("kept", "password123").await.status(),
+        api.login("kept", "tangerine-57-orbit").await.status(),
         StatusCode::OK
     );
     drop(node);

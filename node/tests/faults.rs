@@ -61,7 +61,7 @@ async fn a_sql_fault_is_a_500_logged_once_and_an_absent_service_a_503() {
         "--data-dir",
         &data,
         "--jwt-secret",
-        "a test secret of some length",
+        "a test secret of some length, 32 bytes or more",
     ])
     .expect("options");
     let app = App::build(cli.node).await.expect("the node builds");

@@ -192,7 +192,7 @@ async fn an_smtp_outage_loses_nothing_and_a_rejection_is_recorded() {
     let (_node, api, admin) = node_with_smtp(&db, port).await;
     let (_, token) = api.customer("patient").await;
     let refused = api
-        .register("bouncer", "reject-me@example.test", "password123")
+        .register("bouncer", "reject-me@example.test", "tangerine-57-orbit")
         .await;
     assert_eq!(refused.status(), StatusCode::CREATED);
     order_and_pay(&api, &admin, &token).await;

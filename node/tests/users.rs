@@ -20,7 +20,7 @@ async fn a_new_user_registers_logs_in_and_reads_their_profile() {
     let (_db, _node, api) = single_node().await;
 
     let response = api
-        .register("alice", "Alice@Example.test", "password123")
+        .register("alice", "Alice@Example.test", "tangerine-57-orbit")
         .await;
     assert_eq!(response.status(), StatusCode::CREATED);
     let user: Value = response.json().await.expect("json");
@@ -29,12 +29,12 @@ async fn a_new_user_registers_logs_in_and_reads_their_profile() {
     assert!(user.get("password").is_none() && user.get("password_hash").is_none());
 
     // OAuth2 password form with the username, and JSON with the email.
-    let token = api.token("alice", "password123").await;
+    let token = api.token("alice", "tangerine-57-orbit").await;
     let json_login = api
         .post_json(
             "/token",
             None,
-            json!({"username": "alice@example.test", "password": "password123"}),
+            json!({"username": "alice@example.test", "password": "tangerine-57-orbit"}),
         )
         .await;
     assert_eq!(json_login.status(), StatusCode::OK);
@@ -52,7 +52,7 @@ async fn a_new_user_registers_logs_in_and_reads_their_profile() {
         .form(&[
             ("username", "bob"),
             ("email", "bob@example.test"),
-            ("password", "password123"),
+            ("password", "tangerine-57-orbit"),
         ])
         .send()
         .await
@@ -75,7 +75,7 @@ async fn bad_registrations_get_422_naming_each_field_and_duplicates_409() {
         .post_json(
             "/register",
             None,
-            json!({"username": "carol", "password": "password123"}),
+            json!({"username": "carol", "password": "tangerine-57-orbit"}),
         )
         .await;
     let body = problem(missing, StatusCode::UNPROCESSABLE_ENTITY).await;
@@ -84,7 +84,7 @@ async fn bad_registrations_get_422_naming_each_field_and_duplicates_409() {
         .post_json(
             "/register",
             None,
-            json!({"username": 5, "email": "c@example.test", "password": "password123"}),
+            json!({"username": 5, "email": "c@example.test", "password": "tangerine-57-orbit"}),
         )
         .await;
     let body = problem(wrong_type, StatusCode::UNPROCESSABLE_ENTITY).await;
@@ -100,20 +100,20 @@ async fn bad_registrations_get_422_naming_each_field_and_duplicates_409() {
     problem(broken, StatusCode::BAD_REQUEST).await;
 
     assert_eq!(
-        api.register("dave", "dave@example.test", "password123")
+        api.register("dave", "dave@example.test", "tangerine-57-orbit")
             .await
             .status(),
         StatusCode::CREATED
     );
     let body = problem(
-        api.register("DAVE", "other@example.test", "password123")
+        api.register("DAVE", "other@example.test", "tangerine-57-orbit")
             .await,
         StatusCode::CONFLICT,
     )
     .await;
     assert!(body["errors"]["username"].is_array());
     let body = problem(
-        api.register("dave2", "DAVE@EXAMPLE.TEST", "password123")
+        api.register("dave2", "DAVE@EXAMPLE.TEST", "tangerine-57-orbit")
             .await,
         StatusCode::CONFLICT,
     )
@@ -144,9 +144,13 @@ async fn concurrent_registrations_of_one_name_let_exactly_one_win() {
     let attempts = (0..8).map(|i| {
         let api = api.clone();
         async move {
-            api.register("racer", &format!("racer{i}@example.test"), "password123")
-                .await
-                .status()
+            api.register(
+                "racer",
+                &format!("racer{i}@example.test"),
+                "tangerine-57-orbit",
+            )
+            .await
+            .status()
         }
     });
     let statuses = futures::future::join_all(attempts).await;
@@ -179,7 +183,7 @@ async fn wrong_passwords_and_bad_tokens_get_401_with_a_bearer_challenge() {
     );
     problem(response, StatusCode::UNAUTHORIZED).await;
     problem(
-        api.login("nobody", "password123").await,
+        api.login("nobody", "tangerine-57-orbit").await,
         StatusCode::UNAUTHORIZED,
     )
     .await;
@@ -253,19 +257,39 @@ async fn admins_manage_users_and_customers_manage_only_themselves() {
     )
     .await;
 
-    // Updating: own email and password; only an admin changes roles.
+    // Updating: own email; a password only giving the current one (a
+    // stolen token must not take the account); only an admin changes roles.
     let updated: Value = api
         .patch(
             &frank_path,
             &frank_token,
-            json!({"email": "frank@new.example.test", "password": "new password"}),
+            json!({"email": "frank@new.example.test"}),
         )
         .await
         .json()
         .await
         .expect("updated");
     assert_eq!(updated["email"], "frank@new.example.test");
-    api.token("frank", "new password").await;
+    let body = problem(
+        api.patch(
+            &frank_path,
+            &frank_token,
+            json!({"password": "fresh-start-2026"}),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert!(body["errors"]["password"].is_array());
+    let change =
+        json!({"current_password": "tangerine-57-orbit", "new_password": "fresh-start-2026"});
+    let changed = api
+        .post_json("/user_profile/password", Some(&frank_token), change)
+        .await;
+    assert_eq!(changed.status(), StatusCode::NO_CONTENT);
+    // The change revokes the tokens issued before it.
+    refused_soon(&api, &frank_token).await;
+    let frank_token = api.token("frank", "fresh-start-2026").await;
     problem(
         api.patch(&frank_path, &frank_token, json!({"role": "admin"}))
             .await,
@@ -286,6 +310,9 @@ async fn admins_manage_users_and_customers_manage_only_themselves() {
         .await
         .expect("promoted");
     assert_eq!(promoted["role"], "admin");
+    // A token names its role: grace's old one is revoked.
+    refused_soon(&api, &grace_token).await;
+    let grace_token = api.token("grace", "tangerine-57-orbit").await;
 
     // Deleting: admin only; twice is 404; the deleted user's token stops working.
     problem(
@@ -393,7 +420,7 @@ async fn admin_create_reads_the_password_from_stdin_and_the_node_stops_cleanly()
         .stdin
         .take()
         .expect("stdin")
-        .write_all(b"boss password\n")
+        .write_all(b"boss-keeps-the-keys-42\n")
         .expect("write");
     let output = child.wait_with_output().expect("admin create");
     assert!(
@@ -409,9 +436,20 @@ async fn admin_create_reads_the_password_from_stdin_and_the_node_stops_cleanly()
     })
     .await;
     let api = Api::new(&node.http);
-    let token = api.token("boss", "boss password").await;
+    let token = api.token("boss", "boss-keeps-the-keys-42").await;
     let me: Value = api.get_json("/user_profile", Some(&token)).await;
     assert_eq!(me["role"], "admin");
     let status = node.terminate().expect("exits on SIGTERM");
     assert!(status.success(), "clean exit; log:\n{}", node.log_text());
+}
+
+/// `token` is refused within a second (revocation reaches every edge).
+async fn refused_soon(api: &Api, token: &str) {
+    for _ in 0..25 {
+        if api.get("/user_profile", Some(token)).await.status() == StatusCode::UNAUTHORIZED {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("a revoked token still works after a second");
 }

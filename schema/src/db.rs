@@ -75,10 +75,16 @@ pub fn migrations(service: Service) -> Result<Vec<Migration>, DbError> {
         reason: e.to_string(),
     };
     let own: &[(&str, &str)] = match service {
-        Service::Users => &[(
-            "V2__users",
-            include_str!("../migrations/users/V2__users.sql"),
-        )],
+        Service::Users => &[
+            (
+                "V2__users",
+                include_str!("../migrations/users/V2__users.sql"),
+            ),
+            (
+                "V3__sessions",
+                include_str!("../migrations/users/V3__sessions.sql"),
+            ),
+        ],
         Service::Products => &[
             (
                 "V2__products",

@@ -131,14 +131,53 @@ pub struct Credentials {
     pub password: String,
 }
 
-/// A signed access token.
+/// `POST /token` (RFC 6749 §4.3 and §6): a password grant or a refresh.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TokenRequest {
+    /// `password` (the default) or `refresh_token`.
+    pub grant_type: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub refresh_token: Option<String>,
+    /// Ignored: mart tokens carry no scopes.
+    pub scope: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+}
+
+/// A signed access token, and the refresh token that renews it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenGrant {
     pub access_token: String,
     /// Always `bearer`.
     pub token_type: String,
-    /// Seconds until the token expires.
+    /// Seconds until the access token expires.
     pub expires_in: u64,
+    /// Single use: `grant_type=refresh_token` answers a new pair. Using one
+    /// twice ends its session (all its tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+}
+
+/// `POST /logout`: ends the session the refresh token belongs to.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Logout {
+    pub refresh_token: Option<String>,
+}
+
+/// `POST /user_profile/password`: the current password proves it is you.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    pub current_password: String,
+    pub new_password: String,
+}
+
+/// `POST /users/{id}/password` (admin): a new password, set without the old.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordReset {
+    pub new_password: String,
 }
 
 /// `PATCH /users/{id}`: only the fields present change.
@@ -162,6 +201,9 @@ pub enum UserError {
     NotFound,
     #[error("invalid username or password")]
     BadCredentials,
+    /// A refresh token that is unknown, expired, or already used.
+    #[error("invalid or expired refresh token")]
+    BadRefresh,
     #[error("not allowed")]
     Forbidden,
 }

@@ -2,10 +2,14 @@
 
 use std::sync::Arc;
 
-use mart_schema::user::{Caller, Credentials, Registration, Role, TokenGrant, User, UserError};
+use mart_schema::user::{
+    Caller, Credentials, PasswordChange, PasswordReset, Registration, Role, TokenGrant, User,
+    UserError,
+};
 use mart_schema::{FieldErrors, Page, PageRequest, Service, UserId};
+use time::OffsetDateTime;
 
-use super::store::{Changes, UserStore};
+use super::store::{Changes, Refreshed, StoredUser, UserStore};
 use super::{UserChange, UsersMsg, rules};
 use crate::auth::TokenKeys;
 use crate::call::{Serve, answer_in_task};
@@ -58,8 +62,53 @@ impl Serve for UserService {
                     s.delete(caller, id).await
                 })
             }
+            UsersMsg::Refresh(request, reply) => {
+                answer_in_task(reply, request, move |_, secret| async move {
+                    s.refresh(secret).await
+                })
+            }
+            UsersMsg::Logout(request, reply) => {
+                answer_in_task(reply, request, move |_, secret| async move {
+                    s.store.logout(&secret).await.map(|_| ())
+                })
+            }
+            UsersMsg::ChangePassword(request, reply) => {
+                answer_in_task(reply, request, move |caller, change| async move {
+                    s.change_password(caller, change).await
+                })
+            }
+            UsersMsg::ResetPassword(request, reply) => {
+                answer_in_task(reply, request, move |caller, (id, reset)| async move {
+                    s.reset_password(caller, id, reset).await
+                })
+            }
+            UsersMsg::Floors(request, reply) => {
+                answer_in_task(reply, request, move |caller, subjects| async move {
+                    caller.staff_or(UserError::Forbidden)?;
+                    s.store.floors(&subjects).await
+                })
+            }
+            UsersMsg::FloorsSince(request, reply) => {
+                answer_in_task(reply, request, move |caller, since| async move {
+                    caller.staff_or(UserError::Forbidden)?;
+                    // A minute's leeway over the token life: clocks differ.
+                    let life = s.keys.ttl() + std::time::Duration::from_secs(60);
+                    s.store.floors_since(since, life).await
+                })
+            }
         }
     }
+}
+
+/// How long a refresh token (and so a session without activity) lasts.
+const REFRESH_LIFE: time::Duration = time::Duration::days(30);
+
+/// A new refresh token's secret: 256 random bits, URL-safe.
+fn refresh_secret() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
 }
 
 impl UserService {
@@ -74,7 +123,12 @@ impl UserService {
         let mut errors = FieldErrors::default();
         rules::check_username(&mut errors, &r.username);
         rules::check_email(&mut errors, "email", &r.email);
-        rules::check_password(&mut errors, &r.password);
+        rules::check_password(
+            &mut errors,
+            "password",
+            &r.password,
+            &[&r.username, &r.email],
+        );
         errors.into_result().map_err(UserError::Invalid)?;
         let hash = hash_password(r.password).await?;
         self.store
@@ -86,15 +140,92 @@ impl UserService {
         let found = self.store.find_login(c.username.trim()).await?;
         // Verify against a dummy hash when the user is unknown, so the answer takes
         // as long either way and does not reveal which usernames exist.
-        let (hash, user) = match found {
-            Some(stored) => (stored.password_hash, Some(stored.user)),
-            None => (DUMMY_HASH.to_owned(), None),
-        };
+        let hash = found
+            .as_ref()
+            .map_or(DUMMY_HASH.to_owned(), |stored| stored.password_hash.clone());
         let matches = verify_password(c.password, hash).await?;
-        match (user, matches) {
-            (Some(user), true) => Ok(self.keys.issue(&user).map_err(Infra::bug)?),
+        match (found, matches) {
+            (Some(stored), true) => {
+                let secret = refresh_secret();
+                let expires_at = OffsetDateTime::now_utc() + REFRESH_LIFE;
+                let session = self
+                    .store
+                    .open_session(stored.user.id, &secret, expires_at)
+                    .await?;
+                self.grant(&stored, session, secret)
+            }
             _ => Err(UserError::BadCredentials.into()),
         }
+    }
+
+    /// An access token for `stored` in `session`, with its refresh token.
+    fn grant(
+        &self,
+        stored: &StoredUser,
+        session: uuid::Uuid,
+        refresh: String,
+    ) -> Outcome<TokenGrant> {
+        let mut grant = self
+            .keys
+            .issue(&stored.user, stored.version, Some(session))
+            .map_err(Infra::bug)?;
+        grant.refresh_token = Some(refresh);
+        Ok(grant)
+    }
+
+    async fn refresh(&self, secret: String) -> Outcome<TokenGrant> {
+        let next = refresh_secret();
+        let expires_at = OffsetDateTime::now_utc() + REFRESH_LIFE;
+        match self.store.refresh(&secret, &next, expires_at).await? {
+            Refreshed::Rotated(stored, session) => self.grant(&stored, session, next),
+            Refreshed::Reused(session) => {
+                tracing::warn!(%session, "a used refresh token came back: session ended");
+                Err(UserError::BadRefresh.into())
+            }
+            Refreshed::Refused => Err(UserError::BadRefresh.into()),
+        }
+    }
+
+    /// The signed-in user's own change: the current password proves it.
+    async fn change_password(&self, caller: Caller, change: PasswordChange) -> Outcome<()> {
+        let id = caller.user_id().ok_or(UserError::Forbidden)?;
+        let stored = self.store.stored(id).await?;
+        let mut errors = FieldErrors::default();
+        let context = [stored.user.username.as_str(), stored.user.email.as_str()];
+        rules::check_password(&mut errors, "new_password", &change.new_password, &context);
+        errors.into_result().map_err(UserError::Invalid)?;
+        if !verify_password(change.current_password, stored.password_hash).await? {
+            let wrong = FieldErrors::single("current_password", "is not your password");
+            return Err(UserError::Invalid(wrong).into());
+        }
+        self.set_password(id, change.new_password).await
+    }
+
+    /// An admin's reset, without the old password.
+    async fn reset_password(
+        &self,
+        caller: Caller,
+        id: UserId,
+        reset: PasswordReset,
+    ) -> Outcome<()> {
+        if !caller.is_admin() {
+            return Err(UserError::Forbidden.into());
+        }
+        let user = self.store.get(id).await?;
+        let mut errors = FieldErrors::default();
+        let context = [user.username.as_str(), user.email.as_str()];
+        rules::check_password(&mut errors, "new_password", &reset.new_password, &context);
+        errors.into_result().map_err(UserError::Invalid)?;
+        self.set_password(id, reset.new_password).await
+    }
+
+    /// A new password; every earlier token of the user is revoked with it.
+    async fn set_password(&self, id: UserId, password: String) -> Outcome<()> {
+        let changes = Changes {
+            password_hash: Some(hash_password(password).await?),
+            ..Changes::default()
+        };
+        self.store.update(id, changes).await.map(|_| ())
     }
 
     async fn get(&self, caller: Caller, id: UserId) -> Outcome<User> {
@@ -128,7 +259,16 @@ impl UserService {
             rules::check_email(&mut errors, "email", email);
         }
         if let Some(password) = &patch.password {
-            rules::check_password(&mut errors, password);
+            // Whoever holds a token must not be able to take the account
+            // over: the owner changes it giving the current one.
+            if !caller.is_admin() {
+                errors.add(
+                    "password",
+                    "change it with POST /user_profile/password, giving the current one",
+                );
+            } else {
+                rules::check_password(&mut errors, "password", password, &[]);
+            }
         }
         errors.into_result().map_err(UserError::Invalid)?;
         let password_hash = match patch.password {
@@ -154,7 +294,7 @@ impl UserService {
     pub async fn ensure_admin(&self, email: &str, password: &str) -> Result<AdminOutcome, String> {
         let mut errors = FieldErrors::default();
         rules::check_email(&mut errors, "email", email);
-        rules::check_password(&mut errors, password);
+        rules::check_password(&mut errors, "password", password, &[email]);
         if !errors.is_empty() {
             return Err(errors.to_string());
         }

@@ -7,15 +7,24 @@
 //!   Password hashing runs on the blocking pool.
 //! - `store`: all of the service's SQL.
 //! - `rules`: what makes a username, an email or a password acceptable (pure).
+//! - `keeper`: [`TokenKeeper`], on every node, keeps the revocation floors
+//!   the edge checks tokens against (see [`crate::auth::revocations`]).
 
 mod front;
+mod keeper;
 mod rules;
 mod store;
 
 use mart_schema::user::{
-    Caller, Credentials, Registration, TokenGrant, User, UserError, UserPatch,
+    Caller, Credentials, PasswordChange, PasswordReset, Registration, TokenGrant, User, UserError,
+    UserPatch,
 };
 use mart_schema::{Page, PageRequest, Service, UserId};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::auth::revocations::FloorChanges;
+pub use keeper::TokenKeeper;
 use ractor::RpcReplyPort;
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
@@ -69,6 +78,40 @@ pub enum UsersMsg {
         Wire<Request<UserId>>,
         RpcReplyPort<Wire<Result<(), Refusal<UserError>>>>,
     ),
+    /// A refresh token for a new pair (the old one is used up).
+    #[rpc]
+    Refresh(
+        Wire<Request<String>>,
+        RpcReplyPort<Wire<Result<TokenGrant, Refusal<UserError>>>>,
+    ),
+    /// Ends the session of a refresh token.
+    #[rpc]
+    Logout(
+        Wire<Request<String>>,
+        RpcReplyPort<Wire<Result<(), Refusal<UserError>>>>,
+    ),
+    #[rpc]
+    ChangePassword(
+        Wire<Request<PasswordChange>>,
+        RpcReplyPort<Wire<Result<(), Refusal<UserError>>>>,
+    ),
+    #[rpc]
+    ResetPassword(
+        Wire<Request<(UserId, PasswordReset)>>,
+        RpcReplyPort<Wire<Result<(), Refusal<UserError>>>>,
+    ),
+    /// The revocation floors of some subjects (users, sessions).
+    #[rpc]
+    Floors(
+        Wire<Request<Vec<Uuid>>>,
+        RpcReplyPort<Wire<Result<Vec<i32>, Refusal<UserError>>>>,
+    ),
+    /// The floors raised since a point in time (a keeper's look).
+    #[rpc]
+    FloorsSince(
+        Wire<Request<Option<OffsetDateTime>>>,
+        RpcReplyPort<Wire<Result<FloorChanges, Refusal<UserError>>>>,
+    ),
 }
 
 /// Handle on the user service, wherever it runs.
@@ -121,5 +164,49 @@ impl Users {
 
     pub async fn delete(&self, caller: Caller, id: UserId) -> Answer<()> {
         self.client.ask(caller, id, UsersMsg::Delete).await
+    }
+
+    pub async fn refresh(&self, refresh_token: String) -> Answer<TokenGrant> {
+        let caller = Caller::Anonymous;
+        self.client
+            .ask(caller, refresh_token, UsersMsg::Refresh)
+            .await
+    }
+
+    pub async fn logout(&self, refresh_token: String) -> Answer<()> {
+        let caller = Caller::Anonymous;
+        self.client
+            .ask(caller, refresh_token, UsersMsg::Logout)
+            .await
+    }
+
+    pub async fn change_password(&self, caller: Caller, change: PasswordChange) -> Answer<()> {
+        self.client
+            .ask(caller, change, UsersMsg::ChangePassword)
+            .await
+    }
+
+    pub async fn reset_password(
+        &self,
+        caller: Caller,
+        id: UserId,
+        reset: PasswordReset,
+    ) -> Answer<()> {
+        self.client
+            .ask(caller, (id, reset), UsersMsg::ResetPassword)
+            .await
+    }
+
+    /// The revocation floors of `subjects`, in order.
+    pub async fn floors(&self, subjects: Vec<Uuid>) -> Answer<Vec<i32>> {
+        self.client
+            .ask(Caller::Service, subjects, UsersMsg::Floors)
+            .await
+    }
+
+    pub async fn floors_since(&self, since: Option<OffsetDateTime>) -> Answer<FloorChanges> {
+        self.client
+            .ask(Caller::Service, since, UsersMsg::FloorsSince)
+            .await
     }
 }

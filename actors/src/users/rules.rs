@@ -29,18 +29,46 @@ pub(crate) fn check_email(errors: &mut FieldErrors, field: &str, email: &str) {
     }
 }
 
-pub(crate) fn check_password(errors: &mut FieldErrors, password: &str) {
+/// Least zxcvbn score accepted: about 10^10 guesses.
+const MIN_STRENGTH: zxcvbn::Score = zxcvbn::Score::Three;
+
+/// Length limits, and strength as zxcvbn estimates it: common passwords,
+/// keyboard walks, and anything built from `context` (the username, the
+/// email) are refused, with zxcvbn's advice on what would do.
+pub(crate) fn check_password(
+    errors: &mut FieldErrors,
+    field: &str,
+    password: &str,
+    context: &[&str],
+) {
     let length = password.chars().count();
     if length < MIN_PASSWORD {
         errors.add(
-            "password",
+            field,
             format!("must be at least {MIN_PASSWORD} characters long"),
         );
-    } else if length > MAX_PASSWORD {
+        return;
+    }
+    if length > MAX_PASSWORD {
         errors.add(
-            "password",
+            field,
             format!("must be at most {MAX_PASSWORD} characters long"),
         );
+        return;
+    }
+    // zxcvbn's cost grows with length; past 100 characters strength is not
+    // in doubt.
+    if length > 100 {
+        return;
+    }
+    let estimate = zxcvbn::zxcvbn(password, context);
+    if estimate.score() < MIN_STRENGTH {
+        let advice = estimate
+            .feedback()
+            .and_then(|f| f.warning().map(|w| w.to_string()))
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "add another word or two".into());
+        errors.add(field, format!("is too easy to guess: {advice}"));
     }
 }
 
@@ -91,9 +119,27 @@ mod tests {
     }
 
     #[test]
-    fn passwords_need_eight_characters() {
-        assert!(!errors_of(|e| check_password(e, "1234567")).is_empty());
-        assert!(errors_of(|e| check_password(e, "12345678")).is_empty());
+    fn passwords_need_eight_characters_and_must_be_hard_to_guess() {
+        let check = |p: &str| {
+            errors_of(|e| check_password(e, "password", p, &["alice", "alice@example.test"]))
+        };
+        assert!(!check("1234567").is_empty());
+        for weak in [
+            "12345678",
+            "password123",
+            "qwertyuiop",
+            "alice2024",
+            "alice@example.test",
+        ] {
+            assert!(!check(weak).is_empty(), "{weak} accepted");
+        }
+        for strong in ["correct horse battery", "tangerine-57-orbit", "Vq9#mL2!xR"] {
+            assert!(
+                check(strong).is_empty(),
+                "{strong} refused: {}",
+                check(strong)
+            );
+        }
     }
 
     #[test]

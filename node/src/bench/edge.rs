@@ -58,7 +58,7 @@ impl Node {
             "--data-dir",
             &data_dir,
             "--jwt-secret",
-            "bench only, never a real secret",
+            "bench only, never a real secret, 32+ bytes",
             "--admin-email",
             ADMIN_EMAIL,
             "--admin-password",

@@ -345,11 +345,11 @@ impl Api {
     /// Registers `name` and returns `(user, token)`.
     pub async fn customer(&self, name: &str) -> (Value, String) {
         let response = self
-            .register(name, &format!("{name}@example.test"), "password123")
+            .register(name, &format!("{name}@example.test"), "tangerine-57-orbit")
             .await;
         assert_eq!(response.status(), StatusCode::CREATED);
         let user: Value = response.json().await.expect("user");
-        (user, self.token(name, "password123").await)
+        (user, self.token(name, "tangerine-57-orbit").await)
     }
 
     pub async fn token(&self, username: &str, password: &str) -> String {
