@@ -416,4 +416,31 @@ mod tests {
                 .is_err_and(|e| e.contains("--cluster-addr"))
         );
     }
+
+    #[test]
+    fn short_cookies_and_jwt_secrets_are_refused() {
+        let with = |args: &[&str]| {
+            let mut all = vec!["mart", "--cluster-addr", "127.0.0.1:4370"];
+            all.extend(args);
+            Cli::try_parse_from(all).expect("parses").node
+        };
+        let short = with(&["--cookie", "s3cret"]);
+        assert!(short.validate().is_err_and(|e| e.contains("16 characters")));
+        assert!(
+            with(&["--cookie", "a-cookie-of-16-chars"])
+                .validate()
+                .is_ok()
+        );
+
+        let weak = with(&[
+            "--cookie",
+            "a-cookie-of-16-chars",
+            "--jwt-secret",
+            "sixteen chars ok",
+        ]);
+        let refused = crate::token_keys(&weak).expect_err("a 16-byte secret");
+        assert!(refused.to_string().contains("32 bytes"), "{refused}");
+        let strong = with(&["--jwt-secret", "a secret that is thirty-two bytes long"]);
+        assert!(crate::token_keys(&strong).is_ok());
+    }
 }

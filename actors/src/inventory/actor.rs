@@ -282,7 +282,15 @@ impl StockState {
             let wrote = match batch::write::<StockWriter>(write).await {
                 Ok(wrote) => wrote,
                 // A value PostgreSQL refused: nothing was written, memory is
-                // still the truth; the callers hear "no", and the actor lives.
+                // still the truth. Each change is tried alone, so only the
+                // one at fault hears "no"; the actor lives.
+                Err(e) if e.is_data_exception() && batch.len() > 1 => {
+                    for change in batch {
+                        self.pending = vec![change];
+                        Box::pin(self.flush(myself)).await?;
+                    }
+                    return Ok(());
+                }
                 Err(e) if e.is_data_exception() => {
                     let refused = failure::unstorable(&e);
                     for reply in batch.into_iter().filter_map(|(_, reply)| reply) {

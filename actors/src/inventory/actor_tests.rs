@@ -166,3 +166,74 @@ async fn a_reservation_asked_again_after_a_restart_is_not_taken_twice() {
     second.stop(None);
     let _ = writer.stop_and_wait(None, None).await;
 }
+
+/// A change whose value PostgreSQL refuses, flushed with a good one of the
+/// same product (both queued before the flush): only the bad one is refused,
+/// the good one is written, and the actor lives on.
+#[tokio::test]
+async fn a_refused_value_fails_only_its_own_change_in_a_shared_flush() {
+    let _one = ONE_WRITER.lock().await;
+    let db = TestDb::new().await;
+    let product_id = ProductId::new();
+    let client = db.pool.get().await.expect("client");
+    client
+        .execute(
+            "insert into inventory.stock (product_id, on_hand) values ($1, 5)",
+            &[&product_id],
+        )
+        .await
+        .expect("stock");
+    let store = StockStore::new(db.pool.clone());
+    let name = Some(<StockWriter as BatchWrite>::NAME.to_owned());
+    let (writer, _) = Actor::spawn(
+        name,
+        GroupCommit::<StockWriter>::new(),
+        StockWriter(store.clone()),
+    )
+    .await
+    .expect("writer");
+    let (actor, _) = Actor::spawn(None, StockActor, StockArgs { product_id, store })
+        .await
+        .expect("actor");
+
+    let (bad, bad_answer) = ractor::concurrency::oneshot();
+    let (good, good_answer) = ractor::concurrency::oneshot();
+    let nul = mart_schema::inventory::StockChange::Adjust {
+        delta: 1,
+        reason: "bad\0reason".into(),
+    };
+    let reserve = StockOp::Reserve {
+        order_id: OrderId::new(),
+        quantity: 1,
+        expires_at: OffsetDateTime::now_utc() + time::Duration::minutes(5),
+    };
+    // Both in the mailbox before the first Flush: one batch.
+    actor
+        .cast(StockMsg::Op(StockOp::Change(nul), Some(bad.into())))
+        .expect("cast");
+    actor
+        .cast(StockMsg::Op(reserve, Some(good.into())))
+        .expect("cast");
+    assert!(matches!(
+        bad_answer.await.expect("an answer"),
+        Err(Owned::Rejected(InventoryError::Invalid(_)))
+    ));
+    assert!(matches!(
+        good_answer.await.expect("an answer"),
+        Ok(OpDone::Line(_))
+    ));
+    assert!(
+        reserve_for(&actor, OrderId::new(), 1).await.is_ok(),
+        "it lives on"
+    );
+    let row = client
+        .query_one(
+            "select on_hand, reserved from inventory.stock where product_id = $1",
+            &[&product_id],
+        )
+        .await
+        .expect("levels");
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (5, 2));
+    actor.stop(None);
+    let _ = writer.stop_and_wait(None, None).await;
+}
