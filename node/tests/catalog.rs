@@ -356,13 +356,17 @@ async fn paging_sees_every_product_exactly_once_while_more_are_added() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flash_sale_entering_through_two_nodes_never_oversells() {
+    // A fifth of the attempts win: enough that both entry points sell even
+    // when one node's requests reach the owner first (which node's do is
+    // timing, not a rule).
+    const STOCK: usize = 200;
     let db = TestDb::empty().await;
     let (_a, _b, via_a, via_b) = two_nodes(&db).await;
     let admin = via_a.admin_token().await;
     let product = create(
         &via_a,
         &admin,
-        json!({"name": "Limited Sneaker", "price": 25000, "stock": 50}),
+        json!({"name": "Limited Sneaker", "price": 25000, "stock": STOCK}),
     )
     .await;
     let id = product["id"].as_str().expect("id").to_owned();
@@ -402,7 +406,7 @@ async fn a_flash_sale_entering_through_two_nodes_never_oversells() {
         .collect();
     assert_eq!(
         (won.len(), refused.len()),
-        (50, 950),
+        (STOCK, 1000 - STOCK),
         "{:?}",
         outcomes
             .iter()
@@ -417,7 +421,7 @@ async fn a_flash_sale_entering_through_two_nodes_never_oversells() {
         .await;
     assert_eq!(
         levels,
-        json!({"product_id": id, "on_hand": 50, "reserved": 50, "available": 0})
+        json!({"product_id": id, "on_hand": STOCK, "reserved": STOCK, "available": 0})
     );
 }
 
