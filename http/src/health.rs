@@ -34,7 +34,7 @@ fn admin_only(caller: &mart_schema::user::Caller) -> Result<(), ApiError> {
 }
 
 /// The process is up.
-#[utoipa::path(get, path = "/health/live", tag = "health", responses((status = 200)))]
+#[utoipa::path(get, path = "/health/live", tag = "health", responses((status = 200, description = "OK")))]
 async fn live() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "live"}))
 }
@@ -42,7 +42,7 @@ async fn live() -> Json<serde_json::Value> {
 /// Hosted services have their database and joined their groups, and the
 /// services the edge needs are reachable somewhere in the cluster.
 #[utoipa::path(get, path = "/health/ready", tag = "health",
-    responses((status = 200), (status = 503)))]
+    responses((status = 200, description = "OK"), (status = 503, description = "a service is unreachable; see Retry-After")))]
 async fn ready(State(state): State<AppState>) -> Response {
     let readiness = state.hosted.readiness().await;
     let mut report = serde_json::to_value(&readiness).unwrap_or_default();
@@ -71,7 +71,7 @@ async fn ready(State(state): State<AppState>) -> Response {
 /// The cluster as this node sees it (admin): nodes, the services each hosts,
 /// and which are reachable.
 #[utoipa::path(get, path = "/cluster", tag = "health", security(("bearer" = [])),
-    responses((status = 200), (status = 403, body = crate::error::Problem)))]
+    responses((status = 200, description = "OK"), (status = 403, description = "not allowed for this caller", body = crate::error::Problem)))]
 async fn cluster(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -85,8 +85,8 @@ async fn cluster(
 #[utoipa::path(get, path = "/cluster/owners/{service}/{id}", tag = "health", security(("bearer" = [])),
     params(("service" = String, Path, description = "`inventory` or `orders`"),
            ("id" = String, Path, description = "product id (inventory) or order id (orders)")),
-    responses((status = 200), (status = 403, body = crate::error::Problem),
-              (status = 422, body = crate::error::Problem), (status = 503, body = crate::error::Problem)))]
+    responses((status = 200, description = "OK"), (status = 403, description = "not allowed for this caller", body = crate::error::Problem),
+              (status = 422, description = "a field is invalid (named in `errors`)", body = crate::error::Problem), (status = 503, description = "a service is unreachable; see Retry-After", body = crate::error::Problem)))]
 async fn owner(
     Auth(caller): Auth,
     Path((service, id)): Path<(String, String)>,

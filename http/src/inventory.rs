@@ -30,7 +30,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 /// A product's stock: on hand, reserved, available.
 #[utoipa::path(get, path = "/inventory/{product_id}", tag = "inventory", security(("bearer" = [])),
     params(("product_id" = String, Path, description = "product id")),
-    responses((status = 200, body = StockLevels), (status = 404, body = Problem)))]
+    responses((status = 200, description = "OK", body = StockLevels), (status = 404, description = "no such resource", body = Problem)))]
 async fn get_levels(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -46,7 +46,7 @@ async fn get_levels(
 #[utoipa::path(patch, path = "/inventory/{product_id}", tag = "inventory", security(("bearer" = [])),
     params(("product_id" = String, Path, description = "product id")),
     request_body = StockPatch,
-    responses((status = 200, body = StockLevels), (status = 409, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, description = "OK", body = StockLevels), (status = 409, description = "conflicts with the current state", body = Problem), (status = 422, description = "a field is invalid (named in `errors`)", body = Problem)))]
 async fn change_levels(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -61,7 +61,7 @@ async fn change_levels(
 /// Hold stock for an order: every line or none; idempotent by `order_id`.
 #[utoipa::path(post, path = "/inventory/reservations", tag = "inventory", security(("bearer" = [])),
     request_body = ReserveRequest,
-    responses((status = 201, body = Reservation), (status = 409, description = "insufficient stock", body = Problem)))]
+    responses((status = 201, description = "created", body = Reservation), (status = 409, description = "insufficient stock", body = Problem)))]
 async fn reserve(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -74,7 +74,7 @@ async fn reserve(
 /// A reservation and its lines.
 #[utoipa::path(get, path = "/inventory/reservations/{order_id}", tag = "inventory", security(("bearer" = [])),
     params(("order_id" = String, Path, description = "order id")),
-    responses((status = 200, body = Reservation), (status = 404, body = Problem)))]
+    responses((status = 200, description = "OK", body = Reservation), (status = 404, description = "no such resource", body = Problem)))]
 async fn get_reservation(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -91,7 +91,7 @@ async fn get_reservation(
 /// Turn a reservation into a sale.
 #[utoipa::path(post, path = "/inventory/reservations/{order_id}/commit", tag = "inventory", security(("bearer" = [])),
     params(("order_id" = String, Path, description = "order id")),
-    responses((status = 200, body = Reservation), (status = 404, body = Problem), (status = 409, body = Problem)))]
+    responses((status = 200, description = "OK", body = Reservation), (status = 404, description = "no such resource", body = Problem), (status = 409, description = "conflicts with the current state", body = Problem)))]
 async fn commit_reservation(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -109,7 +109,7 @@ async fn commit_reservation(
 /// Give reserved stock back.
 #[utoipa::path(post, path = "/inventory/reservations/{order_id}/release", tag = "inventory", security(("bearer" = [])),
     params(("order_id" = String, Path, description = "order id")),
-    responses((status = 200, body = Reservation), (status = 404, body = Problem), (status = 409, body = Problem)))]
+    responses((status = 200, description = "OK", body = Reservation), (status = 404, description = "no such resource", body = Problem), (status = 409, description = "conflicts with the current state", body = Problem)))]
 async fn release_reservation(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -127,7 +127,7 @@ async fn release_reservation(
 /// Put sold (committed) stock back on hand, as when a paid order is cancelled.
 #[utoipa::path(post, path = "/inventory/reservations/{order_id}/return", tag = "inventory", security(("bearer" = [])),
     params(("order_id" = String, Path, description = "order id")),
-    responses((status = 200, body = Reservation), (status = 404, body = Problem), (status = 409, body = Problem)))]
+    responses((status = 200, description = "OK", body = Reservation), (status = 404, description = "no such resource", body = Problem), (status = 409, description = "conflicts with the current state", body = Problem)))]
 async fn return_reservation(
     State(state): State<AppState>,
     Auth(caller): Auth,

@@ -21,7 +21,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 
 /// Every email (admin), newest first; filter by `status` and `user_id`.
 #[utoipa::path(get, path = "/notifications", tag = "notifications", security(("bearer" = [])), params(NotificationQuery),
-    responses((status = 200, body = Page<Notification>), (status = 403, body = Problem)))]
+    responses((status = 200, description = "OK", body = Page<Notification>), (status = 403, description = "not allowed for this caller", body = Problem)))]
 async fn list_notifications(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -33,7 +33,7 @@ async fn list_notifications(
 /// One email (admin).
 #[utoipa::path(get, path = "/notifications/{id}", tag = "notifications", security(("bearer" = [])),
     params(("id" = String, Path, description = "notification id")),
-    responses((status = 200, body = Notification), (status = 404, body = Problem)))]
+    responses((status = 200, description = "OK", body = Notification), (status = 404, description = "no such resource", body = Problem)))]
 async fn get_notification(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -47,7 +47,7 @@ async fn get_notification(
 
 /// The caller's own emails (`{items: []}` when there are none).
 #[utoipa::path(get, path = "/my-notifications", tag = "notifications", security(("bearer" = [])), params(NotificationQuery),
-    responses((status = 200, body = Page<Notification>)))]
+    responses((status = 200, description = "OK", body = Page<Notification>)))]
 async fn my_notifications(
     State(state): State<AppState>,
     Auth(caller): Auth,

@@ -26,7 +26,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
     request_body = PlaceOrder,
     params(("Idempotency-Key" = Option<String>, Header, description = "same key and body within 24 h: the first answer again")),
     responses(
-        (status = 201, body = Order),
+        (status = 201, description = "created", body = Order),
         (status = 409, description = "insufficient stock, or the same key is still running", body = Problem),
         (status = 422, description = "invalid items, unknown product, mixed currencies, or key reused with another body", body = Problem),
     ))]
@@ -52,7 +52,7 @@ async fn place_order(
 
 /// The caller's orders (an admin sees all), newest first; filter by `status`.
 #[utoipa::path(get, path = "/orders", tag = "orders", security(("bearer" = [])), params(OrderQuery),
-    responses((status = 200, body = Page<Order>), (status = 422, body = Problem)))]
+    responses((status = 200, description = "OK", body = Page<Order>), (status = 422, description = "a field is invalid (named in `errors`)", body = Problem)))]
 async fn list_orders(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -63,7 +63,7 @@ async fn list_orders(
 
 /// The caller's own orders (`{items: []}` when there are none).
 #[utoipa::path(get, path = "/my-orders", tag = "orders", security(("bearer" = [])), params(OrderQuery),
-    responses((status = 200, body = Page<Order>)))]
+    responses((status = 200, description = "OK", body = Page<Order>)))]
 async fn my_orders(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -75,7 +75,7 @@ async fn my_orders(
 /// One order (its owner or an admin).
 #[utoipa::path(get, path = "/orders/{id}", tag = "orders", security(("bearer" = [])),
     params(("id" = String, Path, description = "order id")),
-    responses((status = 200, body = Order), (status = 404, body = Problem)))]
+    responses((status = 200, description = "OK", body = Order), (status = 404, description = "no such resource", body = Problem)))]
 async fn get_order(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -89,7 +89,7 @@ async fn get_order(
 #[utoipa::path(patch, path = "/orders/{id}", tag = "orders", security(("bearer" = [])),
     params(("id" = String, Path, description = "order id"), StatusChange),
     request_body = StatusChange,
-    responses((status = 200, body = Order), (status = 404, body = Problem),
+    responses((status = 200, description = "OK", body = Order), (status = 404, description = "no such resource", body = Problem),
               (status = 409, description = "not allowed from the current status", body = Problem)))]
 async fn change_order(
     State(state): State<AppState>,

@@ -33,7 +33,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 #[utoipa::path(post, path = "/payments", tag = "payments", security(("bearer" = [])),
     request_body = PaymentRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "same key and body within 24 h: the first answer again")),
-    responses((status = 201, body = Payment), (status = 404, body = Problem),
+    responses((status = 201, description = "created", body = Payment), (status = 404, description = "no such resource", body = Problem),
               (status = 409, description = "the order is not awaiting payment", body = Problem)))]
 async fn create_payment(
     State(state): State<AppState>,
@@ -57,7 +57,7 @@ async fn create_payment(
 /// One payment (its owner or an admin).
 #[utoipa::path(get, path = "/payments/{id}", tag = "payments", security(("bearer" = [])),
     params(("id" = String, Path, description = "payment id")),
-    responses((status = 200, body = Payment), (status = 404, body = Problem)))]
+    responses((status = 200, description = "OK", body = Payment), (status = 404, description = "no such resource", body = Problem)))]
 async fn get_payment(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -114,7 +114,7 @@ fn render(headers: &HeaderMap, outcome: PaymentOutcome) -> Response {
 
 /// Where Stripe sends the shopper after paying. Asks Stripe; reloading is harmless.
 #[utoipa::path(get, path = "/stripe-callback/payment-success", tag = "payments", params(Callback),
-    responses((status = 200, body = PaymentOutcome), (status = 404, body = Problem)))]
+    responses((status = 200, description = "OK", body = PaymentOutcome), (status = 404, description = "no such resource", body = Problem)))]
 async fn payment_success(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -144,7 +144,7 @@ async fn order_hears_of_it(state: &AppState, order: OrderId) {
 
 /// Where Stripe sends the shopper who cancelled. The order can still be paid.
 #[utoipa::path(get, path = "/stripe-callback/payment-fail", tag = "payments", params(Callback),
-    responses((status = 200, body = PaymentOutcome), (status = 404, body = Problem)))]
+    responses((status = 200, description = "OK", body = PaymentOutcome), (status = 404, description = "no such resource", body = Problem)))]
 async fn payment_fail(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -157,7 +157,7 @@ async fn payment_fail(
 /// Stripe's events, verified against `Stripe-Signature` over the raw body.
 #[utoipa::path(post, path = "/stripe/webhook", tag = "payments",
     request_body(content = String, content_type = "application/json", description = "the raw Stripe event"),
-    responses((status = 200), (status = 400, description = "bad signature", body = Problem)))]
+    responses((status = 200, description = "OK"), (status = 400, description = "bad signature", body = Problem)))]
 async fn stripe_webhook(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -23,7 +23,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 /// Add a product (admin). `price` is in minor units (1999 = 19.99).
 #[utoipa::path(post, path = "/products", tag = "products", security(("bearer" = [])),
     request_body = NewProduct,
-    responses((status = 201, body = Product), (status = 403, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 201, description = "created", body = Product), (status = 403, description = "not allowed for this caller", body = Problem), (status = 422, description = "a field is invalid (named in `errors`)", body = Problem)))]
 async fn create_product(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -35,7 +35,7 @@ async fn create_product(
 
 /// Browse the catalog: full-text `q`, price range, `sort`, keyset pages.
 #[utoipa::path(get, path = "/products", tag = "products", params(ProductQuery),
-    responses((status = 200, body = Page<Product>), (status = 422, body = Problem)))]
+    responses((status = 200, description = "OK", body = Page<Product>), (status = 422, description = "a field is invalid (named in `errors`)", body = Problem)))]
 async fn list_products(
     State(state): State<AppState>,
     Query(query): Query<ProductQuery>,
@@ -48,8 +48,8 @@ async fn list_products(
 #[utoipa::path(get, path = "/products/{id}", tag = "products",
     params(("id" = String, Path, description = "product id"),
            ("If-None-Match" = Option<String>, Header, description = "an ETag of this product")),
-    responses((status = 200, body = Product), (status = 304, description = "unchanged"),
-              (status = 404, body = Problem)))]
+    responses((status = 200, description = "OK", body = Product), (status = 304, description = "unchanged"),
+              (status = 404, description = "no such resource", body = Problem)))]
 async fn get_product(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -85,7 +85,7 @@ async fn get_product(
 #[utoipa::path(patch, path = "/products/{id}", tag = "products", security(("bearer" = [])),
     params(("id" = String, Path, description = "product id")),
     request_body = ProductPatch,
-    responses((status = 200, body = Product), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, description = "OK", body = Product), (status = 404, description = "no such resource", body = Problem), (status = 422, description = "a field is invalid (named in `errors`)", body = Problem)))]
 async fn update_product(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -103,7 +103,7 @@ async fn update_product(
 /// Archive a product (admin): gone from the catalog, kept in past orders.
 #[utoipa::path(delete, path = "/products/{id}", tag = "products", security(("bearer" = [])),
     params(("id" = String, Path, description = "product id")),
-    responses((status = 204), (status = 404, body = Problem)))]
+    responses((status = 204, description = "done, no content"), (status = 404, description = "no such resource", body = Problem)))]
 async fn delete_product(
     State(state): State<AppState>,
     Auth(caller): Auth,

@@ -37,7 +37,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 #[utoipa::path(post, path = "/register", tag = "users",
     request_body(content = Registration, content_type = "application/json"),
     responses(
-        (status = 201, body = User),
+        (status = 201, description = "created", body = User),
         (status = 409, description = "username or email taken", body = Problem),
         (status = 422, description = "a field is invalid, or the password too easy to guess", body = Problem),
         (status = 429, description = "too many attempts from this address; see Retry-After", body = Problem),
@@ -140,7 +140,7 @@ async fn logout(
 #[utoipa::path(post, path = "/user_profile/password", tag = "users", security(("bearer" = [])),
     request_body = PasswordChange,
     responses((status = 204, description = "changed; earlier tokens are revoked"),
-              (status = 401, body = Problem),
+              (status = 401, description = "not signed in, or the token is invalid, expired or revoked", body = Problem),
               (status = 422, description = "wrong current password, or the new one too easy to guess", body = Problem)))]
 async fn change_password(
     State(state): State<AppState>,
@@ -156,8 +156,8 @@ async fn change_password(
     params(("id" = String, Path, description = "user id")),
     request_body = PasswordReset,
     responses((status = 204, description = "reset; the user's tokens are revoked"),
-              (status = 403, body = Problem), (status = 404, body = Problem),
-              (status = 422, body = Problem)))]
+              (status = 403, description = "not allowed for this caller", body = Problem), (status = 404, description = "no such resource", body = Problem),
+              (status = 422, description = "a field is invalid (named in `errors`)", body = Problem)))]
 async fn reset_password(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -173,7 +173,7 @@ async fn reset_password(
 
 /// The caller's own account.
 #[utoipa::path(get, path = "/user_profile", tag = "users", security(("bearer" = [])),
-    responses((status = 200, body = User), (status = 401, body = Problem)))]
+    responses((status = 200, description = "OK", body = User), (status = 401, description = "not signed in, or the token is invalid, expired or revoked", body = Problem)))]
 async fn user_profile(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -195,7 +195,7 @@ async fn user_profile(
 #[utoipa::path(get, path = "/users", tag = "users", security(("bearer" = [])),
     params(("limit" = Option<u32>, Query, description = "page size, 1 to 100 (default 20)"),
            ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
-    responses((status = 200, body = Page<User>), (status = 403, body = Problem)))]
+    responses((status = 200, description = "OK", body = Page<User>), (status = 403, description = "not allowed for this caller", body = Problem)))]
 async fn list_users(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -207,7 +207,7 @@ async fn list_users(
 /// One user (admin, or the user themself).
 #[utoipa::path(get, path = "/users/{id}", tag = "users", security(("bearer" = [])),
     params(("id" = String, Path, description = "user id")),
-    responses((status = 200, body = User), (status = 404, body = Problem)))]
+    responses((status = 200, description = "OK", body = User), (status = 404, description = "no such resource", body = Problem)))]
 async fn get_user(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -222,8 +222,8 @@ async fn get_user(
 #[utoipa::path(patch, path = "/users/{id}", tag = "users", security(("bearer" = [])),
     params(("id" = String, Path, description = "user id")),
     request_body = UserPatch,
-    responses((status = 200, body = User), (status = 403, body = Problem),
-              (status = 404, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, description = "OK", body = User), (status = 403, description = "not allowed for this caller", body = Problem),
+              (status = 404, description = "no such resource", body = Problem), (status = 422, description = "a field is invalid (named in `errors`)", body = Problem)))]
 async fn update_user(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -238,7 +238,7 @@ async fn update_user(
 /// Delete a user (admin).
 #[utoipa::path(delete, path = "/users/{id}", tag = "users", security(("bearer" = [])),
     params(("id" = String, Path, description = "user id")),
-    responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 204, description = "done, no content"), (status = 403, description = "not allowed for this caller", body = Problem), (status = 404, description = "no such resource", body = Problem)))]
 async fn delete_user(
     State(state): State<AppState>,
     Auth(caller): Auth,

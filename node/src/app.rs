@@ -33,9 +33,21 @@ pub struct App {
 
 impl App {
     /// Opens (and migrates) the hosted services' databases, creates the
-    /// configured admin, joins the cluster, starts the hosted services and
-    /// the Kafka bridge, and binds the edge.
+    /// Binds the edge, opens the databases, makes sure of the configured
+    /// admin, joins the cluster, and starts the hosted services and the Kafka
+    /// bridge.
     pub async fn build(opts: NodeOptions) -> anyhow::Result<App> {
+        // Bound first: a port in use fails the start before anything else
+        // runs, and nothing started here (the embedded PostgreSQL, the Stripe
+        // test server) can be handed the edge's port by the kernel meanwhile.
+        let edge = match opts.http_addr.0 {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on --http-addr {addr}"))?,
+            ),
+            None => None,
+        };
         let hosting = opts.services.0.clone();
         let dbs = Databases::open(&opts, &hosting).await?;
         if let (Some(email), Some(password), true) = (
@@ -86,14 +98,6 @@ impl App {
             .map_err(anyhow::Error::msg)?;
         tracing::info!(node = %opts.node_name, services = ?hosted.services(), "services started");
         let bridge = start_bridge(&opts).await?;
-        let edge = match opts.http_addr.0 {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("cannot listen on --http-addr {addr}"))?,
-            ),
-            None => None,
-        };
         Ok(App {
             opts,
             dbs,

@@ -395,6 +395,27 @@ async fn the_edge_answers_every_error_as_a_problem_and_tags_every_request() {
             "{path} missing from openapi.json"
         );
     }
+    // The document is a valid OpenAPI document, as its own validator says.
+    let file = std::env::temp_dir().join(format!("mart-openapi-{}.json", uuid::Uuid::new_v4()));
+    std::fs::write(&file, doc.to_string()).expect("write");
+    let checked = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys\nfrom openapi_spec_validator import validate\nvalidate(json.load(open(sys.argv[1])))",
+        ])
+        .arg(&file)
+        .output()
+        .expect("python3");
+    let _ = std::fs::remove_file(&file);
+    let stderr = String::from_utf8_lossy(&checked.stderr);
+    assert!(
+        !stderr.contains("No module named 'openapi_spec_validator'"),
+        "pip install openapi-spec-validator (.ci/run does)"
+    );
+    assert!(
+        checked.status.success(),
+        "openapi.json is not valid: {stderr}"
+    );
 }
 
 #[tokio::test]
