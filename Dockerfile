@@ -1,7 +1,20 @@
 # The mart binary on a slim Debian with PostgreSQL client libraries not needed:
 # mart speaks the PostgreSQL protocol itself (tokio-postgres).
-FROM rust:1.95-bookworm AS build
+#
+# Dependencies are built in a layer of their own (cargo-chef), so a change to
+# mart's code rebuilds only mart: the recipe changes only with Cargo.toml and
+# Cargo.lock.
+FROM rust:1.95-bookworm AS chef
+RUN cargo install cargo-chef --locked --version 0.1.71
 WORKDIR /src
+
+FROM chef AS plan
+COPY . .
+RUN cargo chef prepare --recipe-path recipe.json
+
+FROM chef AS build
+COPY --from=plan /src/recipe.json recipe.json
+RUN cargo chef cook --release --locked --recipe-path recipe.json --bin mart
 COPY . .
 RUN cargo build --release --locked --bin mart
 

@@ -26,7 +26,7 @@ pub struct App {
     dbs: Databases,
     hosted: Arc<Hosted>,
     membership: Option<Arc<cluster::Membership>>,
-    bridge: Option<ActorRef<SupervisorMsg>>,
+    bridge: Option<Bridge>,
     edge: Option<TcpListener>,
     keys: Arc<TokenKeys>,
 }
@@ -121,11 +121,12 @@ impl App {
     ) -> anyhow::Result<()> {
         match self.edge {
             Some(listener) => {
-                let (membership, me, peers) = (
-                    self.membership.clone(),
-                    self.opts.node_name.clone(),
-                    self.opts.peers.clone(),
-                );
+                // This node among the configured peers is not a peer.
+                let peers = self
+                    .membership
+                    .as_ref()
+                    .map_or_else(Vec::new, |m| m.peers().to_vec());
+                let (membership, me) = (self.membership.clone(), self.opts.node_name.clone());
                 let cluster: mart_http::ClusterView = Arc::new(move || {
                     let (membership, me, peers) = (membership.clone(), me.clone(), peers.clone());
                     Box::pin(async move { cluster::view(membership.as_deref(), &me, &peers).await })
@@ -158,7 +159,7 @@ impl App {
         self.hosted.stop().await;
         tracing::info!(took = ?leaving.elapsed(), "services stopped");
         if let Some(bridge) = self.bridge {
-            bridge.stop(Some("node shutting down".into()));
+            bridge.stop();
         }
         if let Some(membership) = self.membership {
             membership.leave();
@@ -184,10 +185,26 @@ fn tls_files(opts: &NodeOptions) -> Option<cluster::TlsFiles> {
     }
 }
 
+/// The Kafka bridge, starting in the background: creating its topics may
+/// wait seconds on brokers that are slow or away, and nothing else (the
+/// edge, the services, whose outboxes keep every event) waits for it.
+#[derive(Debug)]
+struct Bridge {
+    starting: tokio::task::JoinHandle<()>,
+    started: Arc<std::sync::OnceLock<ActorRef<SupervisorMsg>>>,
+}
+
+impl Bridge {
+    fn stop(self) {
+        self.starting.abort();
+        if let Some(bridge) = self.started.get() {
+            bridge.stop(Some("node shutting down".into()));
+        }
+    }
+}
+
 /// The Kafka bridge, when brokers are configured; off (said once) otherwise.
-async fn start_bridge(
-    opts: &NodeOptions,
-) -> anyhow::Result<Option<ractor::ActorRef<mart_actors::supervisor::SupervisorMsg>>> {
+async fn start_bridge(opts: &NodeOptions) -> anyhow::Result<Option<Bridge>> {
     let Some(brokers) = opts.kafka_brokers.clone() else {
         tracing::info!(
             "MART_KAFKA_BROKERS is unset: the Kafka bridge is off; the outboxes keep every event for when it is on"
@@ -208,19 +225,30 @@ async fn start_bridge(
         replication: opts.kafka_replication,
         settings: mart_bridge::BridgeConfig::librdkafka_settings_from_env(),
     };
-    mart_bridge::ensure_topics(&config).await;
-    let child = mart_actors::supervisor::ChildSpec::new("kafka", move |parent| {
-        let config = config.clone();
-        async move { mart_bridge::start(config, Some(parent)).await }
+    let started = Arc::new(std::sync::OnceLock::new());
+    let handle = started.clone();
+    let starting = tokio::spawn(async move {
+        // Before the first record: topics made by a broker's auto-create
+        // would get its defaults, not the configured partitions.
+        mart_bridge::ensure_topics(&config).await;
+        let child = mart_actors::supervisor::ChildSpec::new("kafka", move |parent| {
+            let config = config.clone();
+            async move { mart_bridge::start(config, Some(parent)).await }
+        });
+        let supervisor = mart_actors::supervisor::Supervisor::start(
+            "mart.bridge.supervisor".into(),
+            vec![child],
+            None,
+        )
+        .await;
+        match supervisor {
+            Ok(supervisor) => {
+                let _ = handle.set(supervisor);
+            }
+            Err(e) => tracing::error!(error = %e, "the Kafka bridge could not start"),
+        }
     });
-    let supervisor = mart_actors::supervisor::Supervisor::start(
-        "mart.bridge.supervisor".into(),
-        vec![child],
-        None,
-    )
-    .await
-    .map_err(anyhow::Error::msg)?;
-    Ok(Some(supervisor))
+    Ok(Some(Bridge { starting, started }))
 }
 
 /// How mail leaves: SMTP when configured, else `.eml` files in the data directory.

@@ -71,6 +71,36 @@ impl Actor for Directory {
 pub struct Membership {
     server: ActorRef<NodeServerMessage>,
     keeper: JoinHandle<()>,
+    /// The configured peers other than this node.
+    peers: Vec<String>,
+}
+
+/// Whether `peer` names this node: its advertised address, or a host that
+/// resolves to one of this machine's addresses at its cluster port (a peer
+/// list shared by every node, as docker-compose writes it, names each).
+async fn is_me(peer: &str, me: &str, listen: SocketAddr) -> bool {
+    if peer == me {
+        return true;
+    }
+    let Ok(resolved) = tokio::net::lookup_host(peer).await else {
+        return false;
+    };
+    let local: Vec<std::net::IpAddr> = match nix::ifaddrs::getifaddrs() {
+        Ok(addrs) => addrs
+            .filter_map(|a| a.address)
+            .filter_map(|a| {
+                a.as_sockaddr_in()
+                    .map(|v4| std::net::IpAddr::V4(v4.ip()))
+                    .or_else(|| a.as_sockaddr_in6().map(|v6| std::net::IpAddr::V6(v6.ip())))
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    resolved.into_iter().any(|addr| {
+        addr.port() == listen.port()
+            && (addr.ip() == listen.ip()
+                || (listen.ip().is_unspecified() && local.contains(&addr.ip())))
+    })
 }
 
 impl Membership {
@@ -107,8 +137,25 @@ impl Membership {
             .await
             .map_err(|e| anyhow::anyhow!("cannot start the cluster directory: {e}"))?;
         let connector = tls.map(|(_, connector)| connector);
-        let keeper = tokio::spawn(keep_peers(server.clone(), peers, me, connector));
-        Ok(Self { server, keeper })
+        let mut others = Vec::new();
+        for peer in peers {
+            if is_me(&peer, &me, listen).await {
+                tracing::debug!(%peer, "the peer list names this node; not dialled");
+            } else {
+                others.push(peer);
+            }
+        }
+        let keeper = tokio::spawn(keep_peers(server.clone(), others.clone(), me, connector));
+        Ok(Self {
+            server,
+            keeper,
+            peers: others,
+        })
+    }
+
+    /// The configured peers other than this node.
+    pub fn peers(&self) -> &[String] {
+        &self.peers
     }
 
     /// Peers connected now: (name, address).

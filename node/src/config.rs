@@ -57,6 +57,11 @@ pub enum AdminAction {
         /// Read the password from standard input (first line).
         #[arg(long, required = true)]
         password_stdin: bool,
+        /// With no DATABASE_URL, start a new embedded database if the data
+        /// directory has none (otherwise refused: from the wrong directory
+        /// this would make an admin the running node never sees).
+        #[arg(long)]
+        create_data_dir: bool,
     },
 }
 

@@ -94,8 +94,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             outcome
         }
         Command::Admin {
-            action: AdminAction::Create { email, .. },
+            action:
+                AdminAction::Create {
+                    email,
+                    create_data_dir,
+                    ..
+                },
         } => {
+            let embedded = opts.database_url(Service::Users).is_none();
+            let data = opts.data_dir.join("postgres");
+            if embedded && !create_data_dir && !data.exists() {
+                anyhow::bail!(
+                    "no database at {}: run this where the node runs (or pass --data-dir), \
+                     set DATABASE_URL, or pass --create-data-dir to start a new one",
+                    data.display()
+                );
+            }
             let mut password = String::new();
             std::io::stdin()
                 .read_line(&mut password)
@@ -104,9 +118,34 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let dbs = Databases::open(&opts, &[Service::Users]).await?;
             let outcome = admin(&opts, &dbs, &email, password).await;
             dbs.close();
-            println!("{}", outcome?);
+            let database = match opts.database_url(Service::Users) {
+                Some(url) => redacted(&url),
+                None => format!("the embedded database in {}", data.display()),
+            };
+            println!("{} (in {database})", outcome?);
             Ok(())
         }
+    }
+}
+
+/// A database URL fit to print: its password replaced.
+fn redacted(url: &str) -> String {
+    match url.parse::<tokio_postgres::Config>() {
+        Ok(config) => {
+            let host = config
+                .get_hosts()
+                .first()
+                .map(|h| match h {
+                    tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                    tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+                })
+                .unwrap_or_default();
+            let port = config.get_ports().first().copied().unwrap_or(5432);
+            let db = config.get_dbname().unwrap_or("postgres");
+            let user = config.get_user().unwrap_or("postgres");
+            format!("postgresql://{user}@{host}:{port}/{db}")
+        }
+        Err(_) => "the configured database".into(),
     }
 }
 

@@ -541,3 +541,20 @@ async fn malformed_frames_from_an_authenticated_peer_do_not_crash_a_node() {
     );
     server.stop(None);
 }
+
+/// docker-compose gives every node the same peer list, naming each node:
+/// a node does not count itself as an unreachable peer.
+#[tokio::test]
+async fn a_peer_list_naming_the_node_itself_shows_no_unreachable_peer() {
+    let db = TestDb::empty().await;
+    let port = free_port();
+    let mut spec = NodeSpec::member(&db.url, &[port], 0, "all");
+    spec.peers = vec![port];
+    let node = Node::start(spec).await;
+    let api = Api::new(&node.http);
+    let admin = api.admin_token().await;
+    let view: Value = api.get_json("/cluster", Some(&admin)).await;
+    let nodes = view["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 1, "{view}");
+    assert!(nodes.iter().all(|n| n["reachable"] == true), "{view}");
+}

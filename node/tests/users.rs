@@ -449,7 +449,35 @@ async fn admin_create_reads_the_password_from_stdin_and_the_node_stops_cleanly()
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(String::from_utf8_lossy(&output.stdout).contains("created admin boss"));
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(said.contains("created admin boss"), "{said}");
+    assert!(said.contains("(in postgresql://"), "which database: {said}");
+    assert!(
+        !said.contains(":mart@") && !said.contains("password"),
+        "no secrets: {said}"
+    );
+
+    // From a directory with no database, it refuses instead of starting a
+    // new embedded one that the running node never sees.
+    let elsewhere = std::env::temp_dir().join(format!("mart-elsewhere-{}", uuid::Uuid::new_v4()));
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_mart"))
+        .args([
+            "admin",
+            "create",
+            "--email",
+            "boss@example.test",
+            "--password-stdin",
+        ])
+        .arg("--data-dir")
+        .arg(&elsewhere)
+        .env_remove("DATABASE_URL")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("admin create elsewhere");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("no database at"), "{stderr}");
+    assert!(!elsewhere.join("postgres").exists());
 
     let mut node = Node::start(NodeSpec {
         extra_env: vec![],

@@ -147,21 +147,58 @@ pub async fn migrate(pool: &Pool, service: Service) -> Result<usize, DbError> {
         service: service.name(),
         reason,
     };
-    let mut client = pool
-        .get()
-        .await
-        .map_err(|e| DbError::Connect(e.to_string()))?;
+    let mut client = pool.get().await.map_err(|e| DbError::Connect(chain(&e)))?;
+    // Replicas started at the same moment on a fresh database take turns:
+    // one applies, the others then find nothing to do. The lock is the
+    // session's, so it is released below whatever happens in between.
+    let lock = MIGRATION_LOCK + i64::from(service as u8);
     client
-        .batch_execute(&format!("create schema if not exists {schema}"))
+        .execute("select pg_advisory_lock($1)", &[&lock])
         .await
-        .map_err(|e| fail(e.to_string()))?;
-    let report = refinery::Runner::new(&migrations(service)?)
-        .set_migration_table_name(format!("{schema}.schema_history"))
-        .run_async(&mut **client)
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    Ok(report.applied_migrations().len())
+        .map_err(|e| fail(chain(&e)))?;
+    let applied = async {
+        client
+            .batch_execute(&format!("create schema if not exists {schema}"))
+            .await
+            .map_err(|e| fail(chain(&e)))?;
+        let report = refinery::Runner::new(&migrations(service)?)
+            .set_migration_table_name(format!("{schema}.schema_history"))
+            .run_async(&mut **client)
+            .await
+            .map_err(|e| fail(chain(&e)))?;
+        Ok(report.applied_migrations().len())
+    }
+    .await;
+    let unlocked = client
+        .execute("select pg_advisory_unlock($1)", &[&lock])
+        .await;
+    if unlocked.is_err() {
+        // A lock we cannot release must not go back to the pool with it.
+        let _ = deadpool_postgres::Object::take(client);
+    }
+    applied
 }
+
+/// An error and every cause under it, on one line: `tokio_postgres` says
+/// only "db error" itself, and what PostgreSQL or the resolver said (a wrong
+/// password, an unknown database or host) is in its sources.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        next = cause.source();
+    }
+    text
+}
+
+/// The advisory lock key of service migrations ("mart" in ASCII, then the
+/// service); PostgreSQL advisory keys are shared by the whole database.
+const MIGRATION_LOCK: i64 = 0x6d61_7274 << 8;
 
 #[cfg(feature = "testing")]
 pub mod testing;

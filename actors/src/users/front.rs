@@ -321,12 +321,23 @@ impl UserService {
             .await
             .map_err(described)?;
         let username = rules::username_from_email(email);
-        let user = self
+        match self
             .store
             .insert(&username, email, &hash, Role::Admin)
             .await
-            .map_err(described)?;
-        Ok(AdminOutcome::Created(user))
+        {
+            Ok(user) => Ok(AdminOutcome::Created(user)),
+            // Another replica starting at the same moment created it.
+            Err(Failure::Rejected(UserError::Taken { .. })) => {
+                match self.store.find_email(email).await.map_err(described)? {
+                    Some(user) if user.role == Role::Admin => Ok(AdminOutcome::Existed(user)),
+                    _ => Err(format!(
+                        "the username {username} is taken by another account"
+                    )),
+                }
+            }
+            Err(e) => Err(described(e)),
+        }
     }
 }
 

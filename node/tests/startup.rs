@@ -1,0 +1,58 @@
+//! Starting replicas: several `mart` processes started at the same moment on
+//! one fresh database all come up (their migrations take turns).
+
+mod support;
+
+use mart_schema::db::testing::TestDb;
+use support::{Api, Node, NodeSpec};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_first_started_at_once_all_come_up() {
+    let db = TestDb::empty().await;
+    let spec = |name: &str| NodeSpec {
+        name: name.into(),
+        ..NodeSpec::single(&db.url)
+    };
+    let (a, b, c) = tokio::join!(
+        Node::start(spec("replica-a")),
+        Node::start(spec("replica-b")),
+        Node::start(spec("replica-c")),
+    );
+    for node in [&a, &b, &c] {
+        let log = node.log_text();
+        assert!(!log.contains("migration of"), "a start failed:\n{log}");
+    }
+    // One database behind all three: what one writes, another reads.
+    let (_, token) = Api::new(&a.http).customer("shared").await;
+    let on_c = Api::new(&c.http)
+        .get_json("/user_profile", Some(&token))
+        .await;
+    assert_eq!(on_c["username"], "shared");
+    Api::new(&b.http)
+        .token("shared", "tangerine-57-orbit")
+        .await;
+}
+
+/// A database that cannot be reached says why, in PostgreSQL's or the
+/// resolver's words, not just "db error".
+#[tokio::test]
+async fn a_database_that_cannot_be_used_says_why() {
+    let db = TestDb::empty().await;
+    let (base, _) = db.url.rsplit_once('/').expect("a database name");
+    for (url, said) in [
+        (format!("{base}/no_such_database"), "does not exist"),
+        (
+            "postgresql://mart@no-such-host.invalid:5432/mart".to_owned(),
+            "lookup",
+        ),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_mart"))
+            .args(["migrate", "--services", "users"])
+            .env("DATABASE_URL", &url)
+            .output()
+            .expect("mart migrate");
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(said), "{url}: {stderr}");
+    }
+}
