@@ -80,7 +80,7 @@ pub struct NodeOptions {
     pub http_addr: HttpAddr,
 
     /// Where this node listens for cluster peers (host:port). Unset: no clustering.
-    #[arg(long, env = "MART_CLUSTER_ADDR", global = true)]
+    #[arg(long, env = "MART_CLUSTER_ADDR", global = true, value_parser = parse_socket_addr)]
     pub cluster_addr: Option<SocketAddr>,
 
     /// The host peers dial to reach this node. Default: the --cluster-addr IP,
@@ -175,7 +175,7 @@ pub struct NodeOptions {
 
     /// The URL shoppers' browsers reach this edge at (for Stripe's redirects).
     /// Default: http://<--http-addr>.
-    #[arg(long, env = "MART_PUBLIC_URL", global = true)]
+    #[arg(long, env = "MART_PUBLIC_URL", global = true, value_parser = parse_public_url)]
     pub public_url: Option<String>,
 
     /// Pending payments older than this are settled by asking Stripe (humantime).
@@ -300,9 +300,71 @@ fn parse_http_addr(raw: &str) -> Result<HttpAddr, String> {
     if raw == "none" {
         return Ok(HttpAddr(None));
     }
-    raw.parse()
+    parse_socket_addr(raw)
         .map(|addr| HttpAddr(Some(addr)))
-        .map_err(|_| format!("{raw:?} is not host:port (e.g. 127.0.0.1:8080) or `none`"))
+        .map_err(|e| format!("{e}, or `none`"))
+}
+
+/// `host:port`: an address, or a host name resolved now (`localhost:8080`).
+fn parse_socket_addr(raw: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = raw.parse() {
+        return Ok(addr);
+    }
+    let resolved = raw
+        .to_socket_addrs()
+        .map_err(|e| format!("{raw:?} is not host:port (e.g. 127.0.0.1:8080): {e}"))?;
+    resolved
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("{raw:?} resolves to no address"))
+}
+
+/// An absolute `http(s)://host[:port][/path]` URL, without a trailing `/`.
+fn parse_public_url(raw: &str) -> Result<String, String> {
+    let uri: axum::http::Uri = raw
+        .parse()
+        .map_err(|e| format!("{raw:?} is not a URL: {e}"))?;
+    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+    if !scheme_ok || uri.host().is_none_or(str::is_empty) {
+        return Err(format!(
+            "{raw:?} is not an absolute http(s) URL (e.g. https://shop.example.com)"
+        ));
+    }
+    Ok(raw.trim_end_matches('/').to_owned())
+}
+
+/// Parses the command line and environment. A bad value that came from an
+/// environment variable is reported with the variable's name: clap names
+/// only the option.
+pub fn parse() -> Cli {
+    use clap::{CommandFactory, Parser};
+    let error = match Cli::try_parse() {
+        Ok(cli) => return cli,
+        Err(error) => error,
+    };
+    let from_env = || {
+        use clap::error::{ContextKind, ContextValue};
+        let ContextValue::String(arg) = error.get(ContextKind::InvalidArg)? else {
+            return None;
+        };
+        let long = arg.split_whitespace().next()?.trim_start_matches("--");
+        let command = Cli::command();
+        let option = command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(long))?;
+        let var = option.get_env()?.to_str()?.to_owned();
+        let flag = format!("--{long}");
+        let on_command_line =
+            std::env::args().any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+        (std::env::var_os(&var).is_some() && !on_command_line).then_some(var)
+    };
+    if let Some(var) = from_env() {
+        eprint!("{}", error.render());
+        eprintln!("(the value comes from the environment variable {var})");
+        std::process::exit(2);
+    }
+    error.exit()
 }
 
 impl NodeOptions {

@@ -1,7 +1,5 @@
 //! `mart`: one node of a mart cluster. See `mart --help`.
 
-use clap::Parser;
-
 // Many small allocations from many threads (a task per request, per actor
 // message): glibc's malloc spent a seventh of the node's CPU under load.
 #[global_allocator]
@@ -9,7 +7,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = mart_node::config::Cli::parse();
+    let cli = mart_node::config::parse();
     mart_node::telemetry::init(&cli.node.log_format);
     match mart_node::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

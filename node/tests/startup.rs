@@ -56,3 +56,39 @@ async fn a_database_that_cannot_be_used_says_why() {
         assert!(stderr.contains(said), "{url}: {stderr}");
     }
 }
+
+/// Options: a host name where an address is wanted resolves; a bad value
+/// from the environment is reported with the variable's name; a public URL
+/// that is not one is refused before anything starts.
+#[tokio::test]
+async fn options_from_the_environment_are_checked_and_named() {
+    let db = TestDb::empty().await;
+    let mart = |vars: &[(&str, &str)]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_mart"));
+        command
+            .args(["migrate", "--services", "users"])
+            .env("DATABASE_URL", &db.url)
+            .env_remove("MART_HTTP_ADDR")
+            .env_remove("MART_PUBLIC_URL");
+        for (name, value) in vars {
+            command.env(name, value);
+        }
+        command.output().expect("mart migrate")
+    };
+    let resolved = mart(&[("MART_HTTP_ADDR", "localhost:0")]);
+    assert!(
+        resolved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resolved.stderr)
+    );
+    for (name, value) in [
+        ("MART_HTTP_ADDR", "nowhere"),
+        ("MART_PUBLIC_URL", "not a url"),
+        ("MART_PUBLIC_URL", "ftp://shop.example.com"),
+    ] {
+        let refused = mart(&[(name, value)]);
+        assert!(!refused.status.success(), "{name}={value} accepted");
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains(name), "{name} not named: {stderr}");
+    }
+}
