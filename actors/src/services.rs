@@ -84,8 +84,9 @@ pub struct ServiceHealth {
 pub struct Readiness {
     #[serde(skip)]
     pub ready: bool,
-    /// `ready` or `not ready`.
-    pub status: &'static str,
+    /// `ready` or `not ready` (the HTTP status is `status`, a number, in
+    /// both answers of `/health/ready`).
+    pub state: &'static str,
     pub hosted: Vec<ServiceHealth>,
     pub reachable: BTreeMap<Service, bool>,
 }
@@ -160,7 +161,7 @@ impl Hosted {
             hosted.iter().all(|s| s.database && s.joined) && reachable.values().all(|&up| up);
         Readiness {
             ready,
-            status: if ready { "ready" } else { "not ready" },
+            state: if ready { "ready" } else { "not ready" },
             hosted,
             reachable,
         }

@@ -36,7 +36,7 @@ fn admin_only(caller: &mart_schema::user::Caller) -> Result<(), ApiError> {
 /// The process is up.
 #[utoipa::path(get, path = "/health/live", tag = "health", responses((status = 200, description = "OK")))]
 async fn live() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "live"}))
+    Json(serde_json::json!({"state": "live", "status": 200}))
 }
 
 /// Hosted services have their database and joined their groups, and the
@@ -47,6 +47,11 @@ async fn ready(State(state): State<AppState>) -> Response {
     let readiness = state.hosted.readiness().await;
     let mut report = serde_json::to_value(&readiness).unwrap_or_default();
     if readiness.ready {
+        // `status` is the HTTP status in both answers, as in a problem
+        // document; `state` says it in words.
+        if let Some(fields) = report.as_object_mut() {
+            fields.insert("status".into(), 200.into());
+        }
         return (StatusCode::OK, Json(report)).into_response();
     }
     // Not ready is an error like any other: a problem document, with the

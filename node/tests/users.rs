@@ -378,7 +378,11 @@ async fn the_edge_answers_every_error_as_a_problem_and_tags_every_request() {
     );
 
     let ready: Value = api.get_json("/health/ready", None).await;
-    assert_eq!(ready["status"], "ready", "{ready}");
+    assert_eq!(
+        (&ready["state"], &ready["status"]),
+        (&"ready".into(), &200.into()),
+        "{ready}"
+    );
 
     let doc: Value = api.get_json("/openapi.json", None).await;
     for path in [
