@@ -59,11 +59,14 @@ pub(crate) enum Refreshed {
 /// A floor that no token version reaches: an ended session, a deleted user.
 const REVOKED: i32 = i32::MAX;
 
-/// Raises `subject`'s floor by one, or to `to`; answers the new floor.
+/// Raises `subject`'s floor by one, or to `$2` when given.
 const RAISE: &str = "insert into users.revocations (subject, version) values ($1, coalesce($2, 1)) \
      on conflict (subject) do update \
-       set version = coalesce($2, users.revocations.version + 1), changed_at = clock_timestamp() \
-     returning version";
+       set version = coalesce($2, users.revocations.version + 1), changed_at = clock_timestamp()";
+
+/// A session's next refresh token.
+const NEW_REFRESH: &str = "insert into users.refresh_tokens (token_hash, family, user_id, expires_at) \
+     values ($1, $2, $3, $4)";
 
 /// The user's row with its hash and token version.
 const STORED: &str = "select u.user_id, u.username, u.email, u.role, u.created_at, u.password_hash, \
@@ -186,8 +189,7 @@ impl UserStore {
         let family = Uuid::new_v4();
         client
             .execute(
-                "insert into users.refresh_tokens (token_hash, family, user_id, expires_at) \
-                 values ($1, $2, $3, $4)",
+                NEW_REFRESH,
                 &[&refresh_hash(secret), &family, &user, &expires_at],
             )
             .await?;
@@ -202,13 +204,14 @@ impl UserStore {
         next: &str,
         expires_at: OffsetDateTime,
     ) -> Outcome<Refreshed> {
+        let presented = refresh_hash(secret);
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let row = tx
             .query_opt(
                 "select family, user_id, used_at is not null as used, expires_at < now() as expired \
                  from users.refresh_tokens where token_hash = $1 for update",
-                &[&refresh_hash(secret)],
+                &[&presented],
             )
             .await?;
         let Some(row) = row else {
@@ -231,12 +234,11 @@ impl UserStore {
         };
         tx.execute(
             "update users.refresh_tokens set used_at = now() where token_hash = $1",
-            &[&refresh_hash(secret)],
+            &[&presented],
         )
         .await?;
         tx.execute(
-            "insert into users.refresh_tokens (token_hash, family, user_id, expires_at) \
-             values ($1, $2, $3, $4)",
+            NEW_REFRESH,
             &[&refresh_hash(next), &family, &user, &expires_at],
         )
         .await?;
@@ -288,24 +290,28 @@ impl UserStore {
         life: Duration,
     ) -> Outcome<FloorChanges> {
         let client = self.pool.get().await?;
-        let as_of: OffsetDateTime = client
-            .query_one("select clock_timestamp()", &[])
-            .await?
-            .get(0);
-        let horizon = as_of - life;
-        let from = since.map_or(horizon, |since| since.max(horizon));
+        // One round trip, every 250 ms on every node: the database's clock
+        // (the next look starts there) comes with the rows, or alone.
         let rows = client
             .query(
-                "select subject, version, changed_at from users.revocations where changed_at > $1",
-                &[&from],
+                "select n.as_of, n.as_of - make_interval(secs => $2) as horizon, \
+                   r.subject, r.version, r.changed_at \
+                 from (select clock_timestamp() as as_of) n \
+                 left join users.revocations r \
+                   on r.changed_at > greatest($1, n.as_of - make_interval(secs => $2))",
+                &[&since, &life.as_secs_f64()],
             )
             .await?;
+        let first = rows.first().ok_or_else(|| Infra::bug("no clock row"))?;
+        let (as_of, horizon): (OffsetDateTime, OffsetDateTime) = (first.get(0), first.get(1));
         let floors = rows
             .iter()
-            .map(|r| Floor {
-                subject: r.get(0),
-                version: r.get(1),
-                changed_at: r.get(2),
+            .filter_map(|r| {
+                Some(Floor {
+                    subject: r.get::<_, Option<Uuid>>(2)?,
+                    version: r.get(3),
+                    changed_at: r.get(4),
+                })
             })
             .collect();
         Ok(FloorChanges {
