@@ -79,14 +79,7 @@ impl Infra {
 
     /// The error and every cause under it, on one line.
     pub fn chain(&self) -> String {
-        let mut text = self.to_string();
-        let mut next = self.source();
-        while let Some(cause) = next {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            next = cause.source();
-        }
-        text
+        mart_schema::db::chain(self)
     }
 
     /// How this failure travels to the caller.
