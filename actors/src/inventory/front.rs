@@ -2,6 +2,8 @@
 //! Every change to a product goes to that product's owner (see
 //! [`crate::owners`]), wherever it runs.
 
+use std::collections::BTreeMap;
+
 use mart_schema::inventory::{InventoryError, Reservation, ReserveRequest, StockLevels};
 use mart_schema::user::Caller;
 use mart_schema::{OrderId, ProductId, Service};
@@ -46,12 +48,15 @@ impl Serve for InventoryService {
             InventoryMsg::Reserve(request, reply) => {
                 answer_in_task(reply, request, move |caller, request| async move {
                     caller.staff_or(InventoryError::Forbidden)?;
+                    let now = OffsetDateTime::now_utc();
+                    let lines =
+                        state::reservation_lines(&request, now).map_err(InventoryError::Invalid)?;
                     // The order service reserves for ids it just made; an id
                     // from outside may name an existing reservation.
                     if caller != Caller::Service {
-                        s.refuse_other_lines(&request).await?;
+                        s.refuse_other_lines(request.order_id, &lines).await?;
                     }
-                    reserve(request).await
+                    reserve(request, lines).await
                 })
             }
             InventoryMsg::Settle(request, reply) => {
@@ -102,9 +107,8 @@ fn levels_of(done: OpDone) -> Outcome<StockLevels> {
     }
 }
 
-async fn reserve(request: ReserveRequest) -> Outcome<Reservation> {
-    let now = OffsetDateTime::now_utc();
-    let lines = state::reservation_lines(&request, now).map_err(InventoryError::Invalid)?;
+/// Reserves `lines` (the request's, checked and merged) all or nothing.
+async fn reserve(request: ReserveRequest, lines: BTreeMap<ProductId, i64>) -> Outcome<Reservation> {
     let order_id = request.order_id;
     let mut reserved = Vec::new();
     for (&product_id, &quantity) in &lines {
@@ -166,13 +170,15 @@ impl InventoryService {
     /// A reservation id already holding other lines is a 409: adding lines
     /// to it would leave them behind when its order is settled. The same
     /// lines again are a retry, answered as before.
-    async fn refuse_other_lines(&self, request: &ReserveRequest) -> Outcome<()> {
-        let held = self.store.reservation(request.order_id).await?;
+    async fn refuse_other_lines(
+        &self,
+        order_id: OrderId,
+        asked: &BTreeMap<ProductId, i64>,
+    ) -> Outcome<()> {
+        let held = self.store.reservation(order_id).await?;
         if held.is_empty() {
             return Ok(());
         }
-        let now = OffsetDateTime::now_utc();
-        let asked = state::reservation_lines(request, now).map_err(InventoryError::Invalid)?;
         let same = held.len() == asked.len()
             && held
                 .iter()
@@ -181,8 +187,7 @@ impl InventoryService {
             return Ok(());
         }
         Err(InventoryError::Conflict(format!(
-            "reservation {} already exists with other lines",
-            request.order_id
+            "reservation {order_id} already exists with other lines"
         ))
         .into())
     }
