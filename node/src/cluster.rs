@@ -85,22 +85,24 @@ async fn is_me(peer: &str, me: &str, listen: SocketAddr) -> bool {
     let Ok(resolved) = tokio::net::lookup_host(peer).await else {
         return false;
     };
-    let local: Vec<std::net::IpAddr> = match nix::ifaddrs::getifaddrs() {
-        Ok(addrs) => addrs
-            .filter_map(|a| a.address)
-            .filter_map(|a| {
-                a.as_sockaddr_in()
-                    .map(|v4| std::net::IpAddr::V4(v4.ip()))
-                    .or_else(|| a.as_sockaddr_in6().map(|v6| std::net::IpAddr::V6(v6.ip())))
-            })
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    resolved.into_iter().any(|addr| {
-        addr.port() == listen.port()
-            && (addr.ip() == listen.ip()
-                || (listen.ip().is_unspecified() && local.contains(&addr.ip())))
-    })
+    let mut at_my_port = resolved.filter(|addr| addr.port() == listen.port());
+    if !listen.ip().is_unspecified() {
+        return at_my_port.any(|addr| addr.ip() == listen.ip());
+    }
+    // Listening on every interface: any of this host's addresses is mine.
+    let local: Vec<std::net::IpAddr> = nix::ifaddrs::getifaddrs()
+        .map(|addrs| {
+            addrs
+                .filter_map(|a| a.address)
+                .filter_map(|a| {
+                    a.as_sockaddr_in()
+                        .map(|v4| std::net::IpAddr::V4(v4.ip()))
+                        .or_else(|| a.as_sockaddr_in6().map(|v6| std::net::IpAddr::V6(v6.ip())))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    at_my_port.any(|addr| local.contains(&addr.ip()))
 }
 
 impl Membership {
