@@ -150,23 +150,26 @@ fn request(order: OrderId, lines: &[(ProductId, i64)], ttl: Duration) -> Reserve
 
 const LONG: Duration = Duration::from_secs(3600);
 
+/// One unit of `product` for a new order, held for an hour.
+async fn reserve_one(
+    inventory: Inventory,
+    product: ProductId,
+) -> Result<mart_schema::inventory::Reservation, CallError<InventoryError>> {
+    inventory
+        .reserve(
+            Caller::Service,
+            request(OrderId::new(), &[(product, 1)], LONG),
+        )
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flash_sale_sells_exactly_the_stock_and_no_more() {
     let _serial = SERIAL.lock().await;
     let mut shop = Shop::open().await;
     let product = shop.product(50).await;
 
-    let attempts = (0..1000).map(|_| {
-        let inventory = shop.inventory.clone();
-        async move {
-            inventory
-                .reserve(
-                    Caller::Service,
-                    request(OrderId::new(), &[(product, 1)], LONG),
-                )
-                .await
-        }
-    });
+    let attempts = (0..1000).map(|_| reserve_one(shop.inventory.clone(), product));
     let outcomes = futures::future::join_all(attempts).await;
 
     let won = outcomes.iter().filter(|o| o.is_ok()).count();
@@ -385,16 +388,8 @@ async fn adjustments_racing_reservations_keep_the_books_exact() {
     let product = shop.product(100).await;
 
     let reservations = (0..150).map(|_| {
-        let inventory = shop.inventory.clone();
-        async move {
-            inventory
-                .reserve(
-                    Caller::Service,
-                    request(OrderId::new(), &[(product, 1)], LONG),
-                )
-                .await
-                .is_ok()
-        }
+        let reserve = reserve_one(shop.inventory.clone(), product);
+        async move { reserve.await.is_ok() }
     });
     let removals = (0..40).map(|_| {
         let inventory = shop.inventory.clone();
@@ -514,17 +509,9 @@ async fn a_value_postgresql_refuses_is_a_no_and_harms_no_neighbour() {
     // Many at once, so that some share the bad change's flush of its product.
     let mut products = vec![poisoned; 8];
     products.extend([neighbour, neighbour]);
-    let reservations = products.into_iter().map(|product| {
-        let inventory = shop.inventory.clone();
-        async move {
-            inventory
-                .reserve(
-                    Caller::Service,
-                    request(OrderId::new(), &[(product, 1)], LONG),
-                )
-                .await
-        }
-    });
+    let reservations = products
+        .into_iter()
+        .map(|product| reserve_one(shop.inventory.clone(), product));
     let (nul, reserved) = tokio::join!(nul, futures::future::join_all(reservations));
     assert!(
         matches!(nul, Err(CallError::Rejected(InventoryError::Invalid(_)))),

@@ -34,24 +34,9 @@ impl Shop {
     }
 
     async fn product(&self, name: &str, stock: i64) -> String {
-        let body = json!({"name": name, "price": 700, "currency": "usd", "stock": stock});
-        let response = self
-            .api
-            .post_json("/products", Some(&self.admin), body)
-            .await;
-        assert_eq!(response.status(), StatusCode::CREATED);
-        let id = response.json::<Value>().await.expect("product")["id"]
-            .as_str()
-            .expect("id")
-            .to_owned();
-        for _ in 0..200 {
-            let path = format!("/inventory/{id}");
-            if self.api.get(&path, Some(&self.admin)).await.status() == StatusCode::OK {
-                return id;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        panic!("no stock record for {name}");
+        self.api
+            .stocked_product(&self.admin, name, 700, stock)
+            .await
     }
 
     /// Nothing failed inside: no 5xx was logged, no actor crashed or restarted.

@@ -16,17 +16,18 @@ const PASSWORD: &str = "tangerine-57-orbit";
 
 /// `token` works on `api`'s node, or not, within a second.
 async fn settles(api: &Api, token: &str, works: bool) {
-    for _ in 0..25 {
-        let status = api.get("/user_profile", Some(token)).await.status();
-        if (status == StatusCode::OK) == works {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "after a second, the token still {}",
-        if works { "fails" } else { "works" }
-    );
+    let what = if works {
+        "the token still fails"
+    } else {
+        "the token still works"
+    };
+    support::profile_settles(
+        api,
+        token,
+        |status| (status == StatusCode::OK) == works,
+        what,
+    )
+    .await;
 }
 
 async fn token_form(api: &Api, form: &[(&str, &str)]) -> reqwest::Response {

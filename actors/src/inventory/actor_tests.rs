@@ -8,6 +8,37 @@ use ractor::rpc::CallResult;
 /// The node's stock writer is registered by name: one test at a time.
 static ONE_WRITER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// A fresh database with one product of `on_hand` units, its stock store,
+/// and the node's stock writer (registered by name: hold [`ONE_WRITER`]).
+async fn stocked(
+    on_hand: i64,
+) -> (
+    TestDb,
+    ProductId,
+    StockStore,
+    ActorRef<<GroupCommit<StockWriter> as Actor>::Msg>,
+) {
+    let db = TestDb::new().await;
+    let product_id = ProductId::new();
+    db.pool
+        .get()
+        .await
+        .expect("client")
+        .execute(
+            "insert into inventory.stock (product_id, on_hand) values ($1, $2)",
+            &[&product_id, &on_hand],
+        )
+        .await
+        .expect("stock");
+    let store = StockStore::new(db.pool.clone());
+    let name = Some(<StockWriter as BatchWrite>::NAME.to_owned());
+    let writer = GroupCommit::<StockWriter>::new();
+    let (writer, _) = Actor::spawn(name, writer, StockWriter(store.clone()))
+        .await
+        .expect("writer");
+    (db, product_id, store, writer)
+}
+
 async fn reserve(
     actor: &ActorRef<StockMsg>,
     quantity: i64,
@@ -44,24 +75,7 @@ async fn reserve_for(
 #[tokio::test]
 async fn a_stale_owner_is_fenced_out_and_nothing_is_oversold() {
     let _one = ONE_WRITER.lock().await;
-    let db = TestDb::new().await;
-    let product_id = ProductId::new();
-    db.pool
-        .get()
-        .await
-        .expect("client")
-        .execute(
-            "insert into inventory.stock (product_id, on_hand) values ($1, 5)",
-            &[&product_id],
-        )
-        .await
-        .expect("stock");
-    let store = StockStore::new(db.pool.clone());
-    let name = Some(<StockWriter as BatchWrite>::NAME.to_owned());
-    let writer = GroupCommit::<StockWriter>::new();
-    let (writer, _) = Actor::spawn(name, writer, StockWriter(store.clone()))
-        .await
-        .expect("writer");
+    let (db, product_id, store, writer) = stocked(5).await;
     let args = StockArgs { product_id, store };
     let (stale, stale_handle) = Actor::spawn(None, StockActor, args.clone())
         .await
@@ -114,25 +128,8 @@ async fn a_stale_owner_is_fenced_out_and_nothing_is_oversold() {
 #[tokio::test]
 async fn a_reservation_asked_again_after_a_restart_is_not_taken_twice() {
     let _one = ONE_WRITER.lock().await;
-    let db = TestDb::new().await;
-    let product_id = ProductId::new();
+    let (db, product_id, store, writer) = stocked(5).await;
     let client = db.pool.get().await.expect("client");
-    client
-        .execute(
-            "insert into inventory.stock (product_id, on_hand) values ($1, 5)",
-            &[&product_id],
-        )
-        .await
-        .expect("stock");
-    let store = StockStore::new(db.pool.clone());
-    let name = Some(<StockWriter as BatchWrite>::NAME.to_owned());
-    let (writer, _) = Actor::spawn(
-        name,
-        GroupCommit::<StockWriter>::new(),
-        StockWriter(store.clone()),
-    )
-    .await
-    .expect("writer");
     let args = StockArgs { product_id, store };
     let order = OrderId::new();
     let (first, first_handle) = Actor::spawn(None, StockActor, args.clone())
@@ -173,25 +170,8 @@ async fn a_reservation_asked_again_after_a_restart_is_not_taken_twice() {
 #[tokio::test]
 async fn a_refused_value_fails_only_its_own_change_in_a_shared_flush() {
     let _one = ONE_WRITER.lock().await;
-    let db = TestDb::new().await;
-    let product_id = ProductId::new();
+    let (db, product_id, store, writer) = stocked(5).await;
     let client = db.pool.get().await.expect("client");
-    client
-        .execute(
-            "insert into inventory.stock (product_id, on_hand) values ($1, 5)",
-            &[&product_id],
-        )
-        .await
-        .expect("stock");
-    let store = StockStore::new(db.pool.clone());
-    let name = Some(<StockWriter as BatchWrite>::NAME.to_owned());
-    let (writer, _) = Actor::spawn(
-        name,
-        GroupCommit::<StockWriter>::new(),
-        StockWriter(store.clone()),
-    )
-    .await
-    .expect("writer");
     let (actor, _) = Actor::spawn(None, StockActor, StockArgs { product_id, store })
         .await
         .expect("actor");

@@ -391,6 +391,24 @@ impl Api {
     }
 }
 
+/// `/user_profile` with `token` answers a status that `settled` accepts
+/// within a second (revocations reach every edge that fast), else panics
+/// saying `what` did not happen.
+pub async fn profile_settles(
+    api: &Api,
+    token: &str,
+    settled: impl Fn(StatusCode) -> bool,
+    what: &str,
+) {
+    for _ in 0..25 {
+        if settled(api.get("/user_profile", Some(token)).await.status()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("after a second: {what}");
+}
+
 /// Asserts `response` is a problem document with `status`, returning it.
 pub async fn problem(response: Response, status: StatusCode) -> Value {
     assert_eq!(response.status(), status);
