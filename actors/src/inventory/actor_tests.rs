@@ -39,6 +39,22 @@ async fn stocked(
     (db, product_id, store, writer)
 }
 
+/// `(on_hand, reserved)` as stored.
+async fn stored_levels(db: &TestDb, product_id: ProductId) -> (i64, i64) {
+    let row = db
+        .pool
+        .get()
+        .await
+        .expect("client")
+        .query_one(
+            "select on_hand, reserved from inventory.stock where product_id = $1",
+            &[&product_id],
+        )
+        .await
+        .expect("levels");
+    (row.get(0), row.get(1))
+}
+
 async fn reserve(
     actor: &ActorRef<StockMsg>,
     quantity: i64,
@@ -152,14 +168,7 @@ async fn a_reservation_asked_again_after_a_restart_is_not_taken_twice() {
         Ok(OpDone::Line(line)) => assert_eq!(line.status, LineStatus::Committed),
         other => panic!("the stored line, not {other:?}"),
     }
-    let row = client
-        .query_one(
-            "select on_hand, reserved from inventory.stock where product_id = $1",
-            &[&product_id],
-        )
-        .await
-        .expect("levels");
-    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (3, 0));
+    assert_eq!(stored_levels(&db, product_id).await, (3, 0));
     second.stop(None);
     let _ = writer.stop_and_wait(None, None).await;
 }
@@ -171,7 +180,6 @@ async fn a_reservation_asked_again_after_a_restart_is_not_taken_twice() {
 async fn a_refused_value_fails_only_its_own_change_in_a_shared_flush() {
     let _one = ONE_WRITER.lock().await;
     let (db, product_id, store, writer) = stocked(5).await;
-    let client = db.pool.get().await.expect("client");
     let (actor, _) = Actor::spawn(None, StockActor, StockArgs { product_id, store })
         .await
         .expect("actor");
@@ -206,14 +214,7 @@ async fn a_refused_value_fails_only_its_own_change_in_a_shared_flush() {
         reserve_for(&actor, OrderId::new(), 1).await.is_ok(),
         "it lives on"
     );
-    let row = client
-        .query_one(
-            "select on_hand, reserved from inventory.stock where product_id = $1",
-            &[&product_id],
-        )
-        .await
-        .expect("levels");
-    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (5, 2));
+    assert_eq!(stored_levels(&db, product_id).await, (5, 2));
     actor.stop(None);
     let _ = writer.stop_and_wait(None, None).await;
 }
