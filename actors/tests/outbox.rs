@@ -25,6 +25,9 @@ struct Seen {
     deliveries: usize,
     /// Refuse this many deliveries first, as a subscriber with a broken dependency would.
     refuse: usize,
+    /// Hold the first delivery until this is notified, as a subscriber stuck
+    /// on a slow mail server would.
+    hold: Option<Arc<tokio::sync::Notify>>,
 }
 
 struct TestSubscriber;
@@ -52,8 +55,15 @@ impl Actor for TestSubscriber {
         let SubscriberMsg::Deliver(Wire::Value(batch), reply) = msg else {
             return Ok(());
         };
+        let hold = {
+            let mut seen = seen.lock().expect("lock");
+            seen.deliveries += 1;
+            seen.hold.take()
+        };
+        if let Some(hold) = hold {
+            hold.notified().await;
+        }
         let mut seen = seen.lock().expect("lock");
-        seen.deliveries += 1;
         if seen.refuse > 0 {
             seen.refuse -= 1;
             let _ = reply.send(Wire::Value(Err("not today".into())));
@@ -235,6 +245,64 @@ async fn events_reach_a_subscriber_in_order_even_across_its_downtime() {
     );
 
     sub.stop_and_wait(None, None).await.expect("stop");
+    hosted.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_subscriber_does_not_hold_back_another() {
+    let _serial = SERIAL.lock().await;
+    let db = TestDb::new().await;
+    let (hosted, users) = start_users(&db).await;
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let stuck = Arc::new(Mutex::new(Seen {
+        hold: Some(gate.clone()),
+        ..Seen::default()
+    }));
+    let quick = Arc::new(Mutex::new(Seen::default()));
+    let (stuck_sub, _) = Actor::spawn(
+        Some("test.stuck.users".into()),
+        TestSubscriber,
+        stuck.clone(),
+    )
+    .await
+    .expect("spawn stuck subscriber");
+    let (quick_sub, _) = Actor::spawn(
+        Some("test.quick.users".into()),
+        TestSubscriber,
+        quick.clone(),
+    )
+    .await
+    .expect("spawn quick subscriber");
+
+    register(&users, "first").await;
+    eventually("the stuck subscriber holds the first event", || {
+        stuck.lock().expect("lock").deliveries == 1
+    })
+    .await;
+    register(&users, "second").await;
+    register(&users, "third").await;
+    // Well before the stuck delivery's acknowledgement times out (10 s),
+    // which is when a shared delivery pass would move on.
+    for _ in 0..100 {
+        if quick.lock().expect("lock").events.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        quick.lock().expect("lock").events.len(),
+        3,
+        "the quick subscriber got every event while the other was stuck"
+    );
+    assert!(stuck.lock().expect("lock").events.is_empty());
+
+    gate.notify_one();
+    eventually("the stuck subscriber catches up", || {
+        stuck.lock().expect("lock").events.len() == 3
+    })
+    .await;
+    stuck_sub.stop_and_wait(None, None).await.expect("stop");
+    quick_sub.stop_and_wait(None, None).await.expect("stop");
     hosted.stop().await;
 }
 

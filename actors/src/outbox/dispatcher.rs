@@ -4,6 +4,7 @@
 //! delivers to a subscriber (a transaction-scoped advisory lock).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
@@ -38,6 +39,8 @@ pub enum DispatcherMsg {
     Tick,
     /// Deliver what can be delivered now, then answer (before a node leaves).
     Flush(RpcReplyPort<()>),
+    /// A subscriber's delivery task finished.
+    Delivered(String, Result<(), String>),
 }
 
 /// Delivers one service's outbox to its subscribers.
@@ -53,8 +56,7 @@ pub struct DispatcherArgs {
 
 #[derive(Debug)]
 pub struct DispatcherState {
-    args: DispatcherArgs,
-    sql: Sql,
+    deliverer: Arc<Deliverer>,
     /// When each subscriber may be tried again after a failure, and the pause.
     backoff: HashMap<String, (Instant, Duration)>,
     last_pass: Instant,
@@ -62,6 +64,24 @@ pub struct DispatcherState {
     last_lag_report: Instant,
     /// Subscribers whose cursors exist.
     registered: std::collections::HashSet<String>,
+    /// Subscribers being delivered to now. Each has a task of its own, so a
+    /// slow one (mail) never holds back another (the Kafka bridge); `again`
+    /// says events may have come after the task's last read.
+    running: HashMap<String, Running>,
+}
+
+#[derive(Debug)]
+struct Running {
+    /// Taken by a flush that waits for it.
+    task: Option<tokio::task::JoinHandle<()>>,
+    again: bool,
+}
+
+/// Reads a service's outbox and delivers it to one subscriber at a time.
+#[derive(Debug)]
+struct Deliverer {
+    args: DispatcherArgs,
+    sql: Sql,
 }
 
 #[derive(Debug)]
@@ -86,7 +106,7 @@ impl Actor for Dispatcher {
     ) -> Result<Self::State, ActorProcessingErr> {
         let schema = args.service.schema();
         myself.send_interval(POLL, || DispatcherMsg::Tick);
-        Ok(DispatcherState {
+        let deliverer = Deliverer {
             sql: Sql {
                 register: format!(
                     "insert into {schema}.outbox_cursors (subscriber, partition) \
@@ -117,12 +137,28 @@ impl Actor for Dispatcher {
                 ),
             },
             args,
+        };
+        Ok(DispatcherState {
+            deliverer: Arc::new(deliverer),
             backoff: HashMap::new(),
             last_pass: Instant::now(),
             wake_queued: false,
             last_lag_report: Instant::now(),
             registered: Default::default(),
+            running: HashMap::new(),
         })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // Unacknowledged events stay in the outbox: stopping loses nothing.
+        for task in state.running.values().filter_map(|r| r.task.as_ref()) {
+            task.abort();
+        }
+        Ok(())
     }
 
     async fn handle(
@@ -147,15 +183,26 @@ impl Actor for Dispatcher {
             }
             DispatcherMsg::Tick => None,
             DispatcherMsg::Flush(reply) => Some(reply),
+            DispatcherMsg::Delivered(name, outcome) => {
+                state.delivered(&myself, name, outcome);
+                return Ok(());
+            }
         };
         state.wake_queued = false;
         // A database outage is not a reason to crash: the events are safe, and
         // the next tick tries again.
-        if let Err(e) = state.dispatch().await {
-            tracing::warn!(service = %state.args.service, error = %e, "outbox dispatch failed; retrying");
+        if let Err(e) = state.dispatch(&myself).await {
+            tracing::warn!(service = %state.deliverer.args.service, error = %e, "outbox dispatch failed; retrying");
         }
         state.last_pass = Instant::now();
         if let Some(reply) = flushed {
+            // Their outcomes arrive as `Delivered` messages after this one.
+            let tasks: Vec<_> = state
+                .running
+                .values_mut()
+                .filter_map(|running| running.task.take())
+                .collect();
+            futures::future::join_all(tasks).await;
             let _ = reply.send(());
         }
         if state.last_lag_report.elapsed() >= LAG_REPORT {
@@ -169,13 +216,14 @@ impl Actor for Dispatcher {
 impl DispatcherState {
     /// Logs every subscriber that is behind (the Kafka bridge while Kafka is down).
     async fn report_lag(&self) {
-        let Ok(client) = self.args.pool.get().await else {
+        let service = self.deliverer.args.service;
+        let Ok(client) = self.deliverer.args.pool.get().await else {
             return;
         };
-        for behind in lag(&client, self.args.service).await.unwrap_or_default() {
+        for behind in lag(&client, service).await.unwrap_or_default() {
             if behind.pending > 0 {
                 tracing::info!(
-                    service = %self.args.service,
+                    %service,
                     subscriber = %behind.subscriber,
                     pending = behind.pending,
                     oldest_age_secs = behind.oldest_age_secs,
@@ -185,9 +233,17 @@ impl DispatcherState {
         }
     }
 
-    async fn dispatch(&mut self) -> Result<(), String> {
-        let members = live_subscribers(self.args.service);
-        let client = self.args.pool.get().await.map_err(|e| e.to_string())?;
+    /// Starts a delivery task for every subscriber that is due and not
+    /// already being delivered to.
+    async fn dispatch(&mut self, myself: &ActorRef<DispatcherMsg>) -> Result<(), String> {
+        let members = live_subscribers(self.deliverer.args.service);
+        let client = self
+            .deliverer
+            .args
+            .pool
+            .get()
+            .await
+            .map_err(|e| e.to_string())?;
         // Any subscriber seen once gets durable cursors: from then on nothing is
         // lost while it is down. A new one starts from the first event. Once
         // registered, a name needs no more writes from this dispatcher.
@@ -198,58 +254,75 @@ impl DispatcherState {
             .collect();
         for name in new {
             client
-                .execute(&self.sql.register, &[&name])
+                .execute(&self.deliverer.sql.register, &[&name])
                 .await
                 .map_err(|e| e.to_string())?;
             self.registered.insert(name);
         }
         let subscribers = client
-            .query(&self.sql.subscribers, &[])
+            .query(&self.deliverer.sql.subscribers, &[])
             .await
             .map_err(|e| e.to_string())?;
         drop(client);
         let now = Instant::now();
-        let mut due = Vec::new();
         for row in subscribers {
             let name: String = row.get(0);
             let ready = self.backoff.get(&name).is_none_or(|(at, _)| *at <= now);
-            if let (true, Some(member)) = (ready, members.get(&name)) {
-                due.push((name, member.clone()));
+            let (true, Some(member)) = (ready, members.get(&name)) else {
+                continue;
+            };
+            if let Some(running) = self.running.get_mut(&name) {
+                running.again = true;
+                continue;
             }
-        }
-        let results = futures::future::join_all(
-            due.into_iter()
-                .map(|(name, member)| self.deliver(name, member)),
-        )
-        .await;
-        for (name, outcome) in results {
-            match outcome {
-                Ok(()) => {
-                    self.backoff.remove(&name);
-                }
-                Err(reason) => {
-                    let pause = self
-                        .backoff
-                        .get(&name)
-                        .map_or(POLL, |(_, pause)| (*pause * 2).min(MAX_BACKOFF));
-                    tracing::warn!(service = %self.args.service, subscriber = %name, %reason, retry_in = ?pause, "delivery failed");
-                    self.backoff.insert(name, (Instant::now() + pause, pause));
-                }
-            }
+            let (deliverer, myself, member) =
+                (self.deliverer.clone(), myself.clone(), member.clone());
+            let key = name.clone();
+            let task = tokio::spawn(async move {
+                let outcome = deliverer.deliver_to(&name, &member).await;
+                let _ = myself.cast(DispatcherMsg::Delivered(name, outcome));
+            });
+            self.running.insert(
+                key,
+                Running {
+                    task: Some(task),
+                    again: false,
+                },
+            );
         }
         Ok(())
     }
 
-    /// Delivers everything past the subscriber's cursors to `member`, batch by batch.
-    async fn deliver(
-        &self,
+    /// Notes how a delivery task ended; goes again at once if events came
+    /// meanwhile, or after a growing pause if it failed.
+    fn delivered(
+        &mut self,
+        myself: &ActorRef<DispatcherMsg>,
         name: String,
-        member: ActorRef<SubscriberMsg>,
-    ) -> (String, Result<(), String>) {
-        let outcome = self.deliver_to(&name, &member).await;
-        (name, outcome)
+        outcome: Result<(), String>,
+    ) {
+        let again = self.running.remove(&name).is_some_and(|r| r.again);
+        match outcome {
+            Ok(()) => {
+                self.backoff.remove(&name);
+                if again {
+                    let _ = myself.cast(DispatcherMsg::Tick);
+                }
+            }
+            Err(reason) => {
+                let pause = self
+                    .backoff
+                    .get(&name)
+                    .map_or(POLL, |(_, pause)| (*pause * 2).min(MAX_BACKOFF));
+                tracing::warn!(service = %self.deliverer.args.service, subscriber = %name, %reason, retry_in = ?pause, "delivery failed");
+                self.backoff.insert(name, (Instant::now() + pause, pause));
+            }
+        }
     }
+}
 
+impl Deliverer {
+    /// Delivers everything past the subscriber's cursors to `member`, batch by batch.
     async fn deliver_to(&self, name: &str, member: &ActorRef<SubscriberMsg>) -> Result<(), String> {
         // Most passes find nothing to send; those need no claim (three round
         // trips every poll, per subscriber).
