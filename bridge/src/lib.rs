@@ -112,6 +112,11 @@ fn traceparent(event: &EventEnvelope) -> String {
 /// Creates the topics that are missing (a broker without the admin API, like
 /// the mock cluster, creates them on first produce instead).
 pub async fn ensure_topics(config: &BridgeConfig) {
+    // The mock cluster never answers CreateTopics: asking would only hold the
+    // bridge back by the whole timeout.
+    if is_dev_broker(&config.brokers) {
+        return;
+    }
     let admin: AdminClient<DefaultClientContext> = match config.client().create() {
         Ok(admin) => admin,
         Err(e) => {
@@ -308,6 +313,23 @@ pub async fn start(
 /// own for the life of the process, and returns its bootstrap servers.
 /// In memory only: everything is gone when the process exits.
 pub fn dev_broker() -> Result<String, String> {
+    let bootstrap = spawn_dev_broker()?;
+    if let Ok(mut started) = DEV_BROKERS.lock() {
+        started.push(bootstrap.clone());
+    }
+    Ok(bootstrap)
+}
+
+/// Bootstrap lists of the mock clusters this process started.
+static DEV_BROKERS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn is_dev_broker(bootstrap: &str) -> bool {
+    DEV_BROKERS
+        .lock()
+        .is_ok_and(|started| started.iter().any(|b| b == bootstrap))
+}
+
+fn spawn_dev_broker() -> Result<String, String> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("kafka-dev-broker".into())
@@ -337,13 +359,13 @@ pub struct Arrival {
 }
 
 /// Reads `topics` from their beginning, as an outside consumer would, on a thread
-/// of its own, noting when each record arrives, until `stop` is set; then
-/// answers what it saw (`mart bench` measures the mirror's lag with it).
+/// of its own, sending each record as it arrives, until `stop` is set or the
+/// receiver is gone (`mart bench` measures the mirror's lag with it).
 pub fn watch(
     bootstrap: &str,
     topics: &[String],
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> Result<std::thread::JoinHandle<Vec<Arrival>>, String> {
+) -> Result<std::sync::mpsc::Receiver<Arrival>, String> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::Message;
     let consumer: BaseConsumer = rdkafka::ClientConfig::new()
@@ -356,10 +378,10 @@ pub fn watch(
         .map_err(|e| e.to_string())?;
     let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics).map_err(|e| e.to_string())?;
+    let (seen, arrivals) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("kafka-watch".into())
         .spawn(move || {
-            let mut seen = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let Some(Ok(message)) = consumer.poll(std::time::Duration::from_millis(50)) else {
                     continue;
@@ -368,15 +390,18 @@ pub fn watch(
                 let event: serde_json::Value =
                     serde_json::from_slice(message.payload().unwrap_or_default())
                         .unwrap_or_default();
-                seen.push(Arrival {
+                let arrival = Arrival {
                     key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
                     kind: event["type"].as_str().unwrap_or_default().to_owned(),
                     at,
-                });
+                };
+                if seen.send(arrival).is_err() {
+                    break;
+                }
             }
-            seen
         })
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    Ok(arrivals)
 }
 
 #[cfg(test)]

@@ -46,7 +46,7 @@ pub struct BenchOptions {
     #[arg(long, default_value_t = 32)]
     pub order_connections: usize,
     /// Orders per second placed while the Kafka mirror's lag is measured.
-    #[arg(long, default_value_t = 400)]
+    #[arg(long, default_value_t = 500)]
     pub kafka_orders_per_second: u64,
     /// Only the stock scenarios, the edge ones, or the Kafka mirror's lag.
     #[arg(long, value_parser = ["stock", "edge", "kafka"])]
