@@ -297,6 +297,17 @@ async fn a_multi_line_reservation_takes_every_line_or_none_and_retries_are_idemp
             .await
             .is_err()
     );
+    // Nor after a restart, when the new actor has not seen its line: the
+    // write finds the stored line and the actor decides again.
+    shop.stop().await;
+    shop.start().await;
+    assert!(
+        shop.inventory
+            .reserve(Caller::Service, request(other, &[(plates, 1)], LONG))
+            .await
+            .is_err()
+    );
+    assert_eq!(shop.levels(plates).await.available, 1);
     // The sale is undone (a paid order cancelled): twice, one return.
     for _ in 0..2 {
         let returned = shop

@@ -38,12 +38,30 @@ pub(crate) enum Wrote {
     Stale,
 }
 
+/// The products among the (product, order) pairs in arrays `$a`, `$b` whose
+/// reservation line exists. One primary-key probe per pair: a plain join may
+/// be planned, while the table is young, as a scan of every line ever kept.
+macro_rules! existing_lines {
+    ($products:literal, $orders:literal) => {
+        concat!(
+            "select distinct n.product_id from unnest(",
+            $products,
+            "::uuid[], ",
+            $orders,
+            "::uuid[]) as n(product_id, order_id) \
+             cross join lateral (select 1 from inventory.reservation_lines l \
+               where l.order_id = n.order_id and l.product_id = n.product_id limit 1) l"
+        )
+    };
+}
+
 /// Every product's levels, if every version is still the one decided on and
 /// no line its batch took for new exists; otherwise a division by zero
 /// aborts the transaction.
-const UPDATE_ALL: &str = "with clash as ( \
-       select distinct n.product_id from unnest($7::uuid[], $8::uuid[]) as n(product_id, order_id) \
-       join inventory.reservation_lines l on l.order_id = n.order_id and l.product_id = n.product_id), \
+const UPDATE_ALL: &str = concat!(
+    "with clash as (",
+    existing_lines!("$7", "$8"),
+    "), \
      u as ( \
        update inventory.stock s set on_hand = u.on_hand, reserved = u.reserved, \
          archived = s.archived or u.archived, version = s.version + 1, updated_at = now() \
@@ -52,25 +70,26 @@ const UPDATE_ALL: &str = "with clash as ( \
        where s.product_id = u.product_id and s.version = u.version \
          and u.product_id not in (select product_id from clash) \
        returning 1) \
-     select 1 / (case when count(*) = $6 then 1 else 0 end) from u";
+     select 1 / (case when count(*) = $6 then 1 else 0 end) from u"
+);
 
 /// The levels of the products whose version still holds and whose lines
 /// taken for new do not exist; answers those written.
-const UPDATE_SOME: &str = "with clash as ( \
-       select distinct n.product_id from unnest($6::uuid[], $7::uuid[]) as n(product_id, order_id) \
-       join inventory.reservation_lines l on l.order_id = n.order_id and l.product_id = n.product_id) \
+const UPDATE_SOME: &str = concat!(
+    "with clash as (",
+    existing_lines!("$6", "$7"),
+    ") \
      update inventory.stock s set on_hand = u.on_hand, reserved = u.reserved, \
        archived = s.archived or u.archived, version = s.version + 1, updated_at = now() \
      from unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bool[], $5::bigint[]) \
        as u(product_id, on_hand, reserved, archived, version) \
      where s.product_id = u.product_id and s.version = u.version \
        and u.product_id not in (select product_id from clash) \
-     returning s.product_id";
+     returning s.product_id"
+);
 
 /// The products of the given (product, order) lines that exist.
-const EXISTING: &str = "select distinct n.product_id \
-     from unnest($1::uuid[], $2::uuid[]) as n(product_id, order_id) \
-     join inventory.reservation_lines l on l.order_id = n.order_id and l.product_id = n.product_id";
+const EXISTING: &str = existing_lines!("$1", "$2");
 
 const UPSERT_LINES: &str = "insert into inventory.reservation_lines \
        (order_id, product_id, quantity, status, expires_at) \
