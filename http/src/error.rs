@@ -5,7 +5,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mart_actors::CallError;
-use mart_schema::FieldErrors;
+use mart_schema::{FieldErrors, ProductId};
 use mart_schema::inventory::InventoryError;
 use mart_schema::notification::NotificationError;
 use mart_schema::order::OrderError;
@@ -28,6 +28,8 @@ pub struct ApiError {
     pub cause: Option<Box<str>>,
     /// The RFC 6749 §5.2 error code, on the token endpoint's errors.
     pub oauth: Option<OAuthError>,
+    /// The product short of stock, until [`ApiError::at_line`] names its line.
+    pub shortage: Option<ProductId>,
 }
 
 /// RFC 6749 §5.2 error codes mart answers.
@@ -87,7 +89,20 @@ impl ApiError {
             header: None,
             cause: None,
             oauth: None,
+            shortage: None,
         }
+    }
+
+    /// Names the request line a shortage is about (`items[1].product_id`),
+    /// from the (product, field) pairs of the request's lines.
+    pub fn at_line(mut self, fields: &[(ProductId, String)]) -> Self {
+        let line = self
+            .shortage
+            .and_then(|short| fields.iter().find(|(product, _)| *product == short));
+        if let Some((_, field)) = line {
+            self.errors = Some(FieldErrors::single(field, "insufficient stock"));
+        }
+        self
     }
 
     pub fn invalid(errors: FieldErrors) -> Self {
@@ -271,10 +286,8 @@ impl From<InventoryError> for ApiError {
                 ApiError::not_found(detail)
             }
             InventoryError::InsufficientStock { product_id, .. } => ApiError {
-                errors: Some(FieldErrors::single(
-                    &format!("product:{product_id}"),
-                    "insufficient stock",
-                )),
+                shortage: Some(product_id),
+                errors: Some(FieldErrors::single("product_id", "insufficient stock")),
                 ..ApiError::new(StatusCode::CONFLICT, "insufficient-stock", detail)
             },
             InventoryError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", detail),
@@ -290,10 +303,8 @@ impl From<OrderError> for ApiError {
             OrderError::Invalid(errors) => ApiError::invalid(errors),
             OrderError::NotFound => ApiError::not_found(detail),
             OrderError::InsufficientStock { product_id, .. } => ApiError {
-                errors: Some(FieldErrors::single(
-                    &format!("product:{product_id}"),
-                    "insufficient stock",
-                )),
+                shortage: Some(product_id),
+                errors: Some(FieldErrors::single("product_id", "insufficient stock")),
                 ..ApiError::new(StatusCode::CONFLICT, "insufficient-stock", detail)
             },
             OrderError::IllegalTransition { .. } => {

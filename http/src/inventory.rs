@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use mart_schema::OrderId;
+use mart_schema::{OrderId, ProductId};
 use mart_schema::inventory::{Reservation, ReserveRequest, StockLevels, StockPatch};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -67,7 +67,17 @@ async fn reserve(
     Auth(caller): Auth,
     Body(request): Body<ReserveRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let reservation = state.inventory.reserve(caller, request).await?;
+    let fields: Vec<(ProductId, String)> = request
+        .lines
+        .iter()
+        .enumerate()
+        .map(|(i, line)| (line.product_id, format!("lines[{i}].product_id")))
+        .collect();
+    let reservation = state
+        .inventory
+        .reserve(caller, request)
+        .await
+        .map_err(|e| ApiError::from(e).at_line(&fields))?;
     Ok((StatusCode::CREATED, Json(reservation)))
 }
 

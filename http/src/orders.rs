@@ -5,7 +5,7 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use mart_schema::order::{Order, OrderQuery, PlaceOrder, StatusChange};
-use mart_schema::{FieldErrors, OrderId, Page};
+use mart_schema::{FieldErrors, OrderId, Page, ProductId};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -37,10 +37,20 @@ async fn place_order(
     Body(request): Body<PlaceOrder>,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
+    // A shortage names the line it is about, as a 422 names its field.
+    let fields: Vec<(ProductId, String)> = match &request {
+        PlaceOrder::Items { items } => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| (item.product_id, format!("items[{i}].product_id")))
+            .collect(),
+        PlaceOrder::Single(item) => vec![(item.product_id, "product_id".into())],
+    };
     let mart_actors::orders::Placed { order, replayed } = state
         .orders
         .place(caller, key, request.into_items())
-        .await?;
+        .await
+        .map_err(|e| ApiError::from(e).at_line(&fields))?;
     let mut response = (StatusCode::CREATED, Json(order)).into_response();
     if replayed {
         response

@@ -401,7 +401,9 @@ async fn a_flash_sale_entering_through_two_nodes_never_oversells() {
     let refused: Vec<_> = outcomes
         .iter()
         .filter(|(_, s, b)| {
-            *s == StatusCode::CONFLICT && b["type"] == "urn:mart:problem:insufficient-stock"
+            *s == StatusCode::CONFLICT
+                && b["type"] == "urn:mart:problem:insufficient-stock"
+                && b["errors"]["lines[0].product_id"][0] == "insufficient stock"
         })
         .collect();
     assert_eq!(

@@ -127,12 +127,25 @@ async fn an_order_is_priced_from_the_catalog_and_reserves_its_stock() {
         .await;
     assert_eq!(single.status(), StatusCode::CREATED);
 
-    // Not enough stock: 409 naming the product, nothing reserved.
+    // Not enough stock: 409 naming the product and its line, as a 422 names
+    // its field; nothing reserved.
     let short = problem(shop.order(&token, json!({"items": [{"product_id": mug, "quantity": 1}, {"product_id": plate, "quantity": 2}]}), None).await, StatusCode::CONFLICT).await;
     assert!(
         short["detail"].as_str().is_some_and(|d| d.contains(&plate)),
         "{short}"
     );
+    assert_eq!(
+        short["errors"],
+        json!({"items[1].product_id": ["insufficient stock"]}),
+        "{short}"
+    );
+    let short = problem(
+        shop.order(&token, json!({"product_id": plate, "quantity": 2}), None)
+            .await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    assert_eq!(short["errors"], json!({"product_id": ["insufficient stock"]}));
     assert_eq!(
         (shop.available(&mug).await, shop.available(&plate).await),
         (7, 1)
