@@ -241,7 +241,7 @@ mod tests {
             username: "alice".into(),
             email: "alice@example.test".into(),
             role: Role::Customer,
-            created_at: time::OffsetDateTime::now_utc(),
+            created_at: mart_schema::now(),
         }
     }
 

@@ -5,13 +5,13 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mart_actors::CallError;
-use mart_schema::{FieldErrors, ProductId};
 use mart_schema::inventory::InventoryError;
 use mart_schema::notification::NotificationError;
 use mart_schema::order::OrderError;
 use mart_schema::payment::PaymentError;
 use mart_schema::product::ProductError;
 use mart_schema::user::UserError;
+use mart_schema::{FieldErrors, ProductId};
 use serde::Serialize;
 
 /// An error response.

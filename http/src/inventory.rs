@@ -5,8 +5,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use mart_schema::{OrderId, ProductId};
 use mart_schema::inventory::{Reservation, ReserveRequest, StockLevels, StockPatch};
+use mart_schema::{OrderId, ProductId};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 

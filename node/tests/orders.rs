@@ -116,6 +116,15 @@ async fn an_order_is_priced_from_the_catalog_and_reserves_its_stock() {
     for field in ["id", "expires_at", "created_at"] {
         assert!(order.get(field).is_some(), "{field}");
     }
+    // Times read back exactly as the 201 gave them (to the microsecond).
+    let id = order["id"].as_str().expect("id");
+    let stored = shop
+        .api
+        .get_json(&format!("/orders/{id}"), Some(&token))
+        .await;
+    for field in ["expires_at", "created_at", "updated_at"] {
+        assert_eq!(stored[field], order[field], "{field}");
+    }
     assert_eq!(
         (shop.available(&mug).await, shop.available(&plate).await),
         (8, 1)
@@ -145,7 +154,10 @@ async fn an_order_is_priced_from_the_catalog_and_reserves_its_stock() {
         StatusCode::CONFLICT,
     )
     .await;
-    assert_eq!(short["errors"], json!({"product_id": ["insufficient stock"]}));
+    assert_eq!(
+        short["errors"],
+        json!({"product_id": ["insufficient stock"]})
+    );
     assert_eq!(
         (shop.available(&mug).await, shop.available(&plate).await),
         (7, 1)

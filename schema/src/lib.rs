@@ -8,6 +8,7 @@
 //! - [`event`]: the envelope every domain event travels in.
 //! - [`page`]: keyset pagination (`{items, next_cursor}`).
 //! - [`problem`]: field-level validation errors.
+//! - [`now`]: the current UTC time at the precision mart stores and answers.
 //! - [`db`]: pools, per-service migrations (SQL in `migrations/`), the embedded
 //!   PostgreSQL, and (feature `testing`) throwaway test databases.
 
@@ -31,3 +32,19 @@ pub use money::{Currency, Money};
 pub use page::{Page, PageRequest};
 pub use problem::FieldErrors;
 pub use service::Service;
+
+/// Now, in UTC, to the microsecond: PostgreSQL keeps microseconds, so a time
+/// answered before it is stored (a `201`) reads the same when read back.
+pub fn now() -> time::OffsetDateTime {
+    let now = time::OffsetDateTime::now_utc();
+    let micros = now.nanosecond() / 1_000 * 1_000;
+    now.replace_nanosecond(micros).unwrap_or(now)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn now_is_whole_microseconds() {
+        assert_eq!(super::now().nanosecond() % 1_000, 0);
+    }
+}

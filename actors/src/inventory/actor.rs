@@ -127,7 +127,7 @@ impl Actor for StockActor {
             }
             StockMsg::ExpireDue => {
                 state.alarm = None;
-                let now = OffsetDateTime::now_utc();
+                let now = mart_schema::now();
                 let due: Vec<OrderId> = state
                     .open
                     .iter()
@@ -177,7 +177,7 @@ struct Decided {
 
 impl Decided {
     fn of(mut scratch: Scratch, batch: &[(StockOp, Option<OpReply>)]) -> Self {
-        let now = OffsetDateTime::now_utc();
+        let now = mart_schema::now();
         let mut events = Vec::new();
         let mut answers = Vec::with_capacity(batch.len());
         for (op, _) in batch {
@@ -194,7 +194,7 @@ impl Decided {
 }
 
 fn schedule_expiry(myself: &ActorRef<StockMsg>, at: OffsetDateTime) {
-    let wait = (at - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
+    let wait = (at - mart_schema::now()).max(time::Duration::ZERO);
     let wait = Duration::try_from(wait).unwrap_or_default() + Duration::from_millis(5);
     myself.send_after(wait, || StockMsg::ExpireDue);
 }

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use mart_schema::inventory::{InventoryError, Reservation, ReserveRequest, StockLevels};
 use mart_schema::user::Caller;
 use mart_schema::{OrderId, ProductId, Service};
-use time::OffsetDateTime;
 
 use super::router::{ProductOp, RouterMsg};
 use super::state::{self, OpDone, StockOp};
@@ -48,7 +47,7 @@ impl Serve for InventoryService {
             InventoryMsg::Reserve(request, reply) => {
                 answer_in_task(reply, request, move |caller, request| async move {
                     caller.staff_or(InventoryError::Forbidden)?;
-                    let now = OffsetDateTime::now_utc();
+                    let now = mart_schema::now();
                     let lines =
                         state::reservation_lines(&request, now).map_err(InventoryError::Invalid)?;
                     // The order service reserves for ids it just made; an id

@@ -21,7 +21,6 @@ use mart_schema::order::{Order, OrderError, OrderEvent, OrderEventKind, OrderSta
 use mart_schema::user::Caller;
 use mart_schema::{OrderId, Service};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use time::OffsetDateTime;
 
 use super::state::{self, Settle, Step};
 use super::store::OrderStore;
@@ -80,7 +79,7 @@ impl Actor for OrderActor {
         let loaded = deps.store.load(id).await.map_err(Failure::into_infra)?;
         let (order, settled) = (loaded.order, loaded.settled);
         if order.status == OrderStatus::AwaitingPayment {
-            let wait = (order.expires_at - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
+            let wait = (order.expires_at - mart_schema::now()).max(time::Duration::ZERO);
             let wait = Duration::try_from(wait).unwrap_or_default();
             myself.send_after(wait + Duration::from_millis(5), || OrderMsg::Resume);
         }
@@ -117,7 +116,7 @@ impl Actor for OrderActor {
             }
             OrderMsg::Resume => {
                 let due = state.order.status == OrderStatus::AwaitingPayment
-                    && state.order.expires_at <= OffsetDateTime::now_utc();
+                    && state.order.expires_at <= mart_schema::now();
                 if due {
                     match state
                         .transition(Caller::Service, OrderStatus::Expired)
@@ -153,7 +152,7 @@ impl Actor for OrderActor {
 impl OrderState {
     /// Decides and persists one transition; its step follows in `settle`.
     async fn transition(&mut self, caller: Caller, requested: OrderStatus) -> TransitionAnswer {
-        let now = OffsetDateTime::now_utc();
+        let now = mart_schema::now();
         let step = state::decide(&self.order, caller, requested, now).map_err(Owned::Rejected)?;
         let Step::Move { kind, settle } = step else {
             return Ok(self.order.clone());

@@ -12,7 +12,6 @@ use mart_schema::payment::PaymentError;
 use mart_schema::product::ProductError;
 use mart_schema::user::Caller;
 use mart_schema::{FieldErrors, OrderId, Page, PageRequest, Service};
-use time::OffsetDateTime;
 
 use super::router::{RouterMsg, Transition};
 use super::state;
@@ -194,7 +193,7 @@ impl OrderService {
             }
         }
         let priced = state::price(items, found).map_err(OrderError::Invalid)?;
-        let now = OffsetDateTime::now_utc();
+        let now = mart_schema::now();
         let order = Order {
             id: OrderId::new(),
             user_id: user,

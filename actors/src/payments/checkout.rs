@@ -15,7 +15,7 @@ use crate::idempotency::{FirstRun, KeyErrors};
 
 /// Stripe wants a session to live between 30 minutes and 24 hours.
 fn session_expiry(order_expires: OffsetDateTime) -> i64 {
-    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let now = mart_schema::now().unix_timestamp();
     order_expires
         .unix_timestamp()
         .clamp(now + 31 * 60, now + 24 * 3600 - 60)
@@ -61,7 +61,7 @@ impl PaymentService {
             amount: order.total,
             currency: order.currency,
             checkout_url: None,
-            created_at: OffsetDateTime::now_utc(),
+            created_at: mart_schema::now(),
         };
         if let Some(live) = self.claim_live_slot(&payment).await? {
             // A concurrent click's payment: its outcome is recorded under its

@@ -3,7 +3,6 @@
 
 use mart_schema::payment::{PaymentError, PaymentOutcome, PaymentStatus};
 use mart_schema::{FieldErrors, OrderId, PaymentId};
-use time::OffsetDateTime;
 
 use super::front::{Outcome, PaymentService, provider};
 use super::gateway::CheckoutSession;
@@ -147,7 +146,7 @@ impl PaymentService {
     }
 
     pub(super) async fn webhook(&self, body: &[u8], signature: &str) -> Outcome<()> {
-        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let now = mart_schema::now().unix_timestamp();
         if !webhook::verify(&self.deps.webhook_secrets, signature, body, now) {
             return Err(PaymentError::BadSignature.into());
         }

@@ -166,7 +166,7 @@ impl Products {
         self.client.ask(caller, id, ProductsMsg::Delete).await?;
         let archived = ProductState {
             id,
-            updated_at: OffsetDateTime::now_utc(),
+            updated_at: mart_schema::now(),
             product: None,
         };
         CATALOG.remember(archived);

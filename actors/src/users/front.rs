@@ -7,7 +7,6 @@ use mart_schema::user::{
     UserError,
 };
 use mart_schema::{FieldErrors, Page, PageRequest, Service, UserId};
-use time::OffsetDateTime;
 
 use super::store::{Changes, Refreshed, StoredUser, UserStore};
 use super::{UserChange, UsersMsg, rules};
@@ -147,7 +146,7 @@ impl UserService {
         match (found, matches) {
             (Some(stored), true) => {
                 let secret = refresh_secret();
-                let expires_at = OffsetDateTime::now_utc() + REFRESH_LIFE;
+                let expires_at = mart_schema::now() + REFRESH_LIFE;
                 let session = self
                     .store
                     .open_session(stored.user.id, &secret, expires_at)
@@ -175,7 +174,7 @@ impl UserService {
 
     async fn refresh(&self, secret: String) -> Outcome<TokenGrant> {
         let next = refresh_secret();
-        let expires_at = OffsetDateTime::now_utc() + REFRESH_LIFE;
+        let expires_at = mart_schema::now() + REFRESH_LIFE;
         match self.store.refresh(&secret, &next, expires_at).await? {
             Refreshed::Rotated(stored, session) => self.grant(&stored, session, next),
             Refreshed::Reused(session) => {
