@@ -233,3 +233,37 @@ fn the_document_has_no_event_the_code_cannot_emit() {
         );
     }
 }
+
+#[test]
+fn mart_is_the_sender_of_every_channel() {
+    let doc: Value = serde_json::from_str(include_str!("../asyncapi.json")).expect("json");
+    let operations = doc["operations"].as_object().expect("operations");
+    assert_eq!(operations.len(), 6, "one per service's topic");
+    for (name, operation) in operations {
+        assert_eq!(operation["action"], "send", "{name}: mart publishes");
+    }
+}
+
+/// The README's event list (`order.placed|paid|...` in backticks) names every
+/// event type the code emits, and nothing else.
+#[test]
+fn the_readme_lists_every_event() {
+    let readme = include_str!("../../README.md");
+    let mut listed = std::collections::BTreeSet::new();
+    for quoted in readme.split('`').skip(1).step_by(2) {
+        let Some((source, kinds)) = quoted.split_once('.') else {
+            continue;
+        };
+        if !kinds.contains('|') || quoted.contains(char::is_whitespace) {
+            continue;
+        }
+        for kind in kinds.split('|') {
+            listed.insert(format!("{source}.{kind}"));
+        }
+    }
+    let emitted: std::collections::BTreeSet<String> = sample_events()
+        .into_iter()
+        .map(|(_, kind, _)| kind)
+        .collect();
+    assert_eq!(listed, emitted, "README.md's list of domain events");
+}
