@@ -157,8 +157,13 @@ impl Hosted {
             .map(|&s| (s, !ractor::pg::get_members(&s.group()).is_empty()))
             .collect();
         let hosted = self.health().await;
+        // A node is ready for its own job: what it hosts works, and its edge
+        // has somewhere to send requests. Requiring every service would keep
+        // an edge in front of a partial cluster (edge + users) out of its load
+        // balancer forever, and take every edge out when one service is down
+        // (its requests get a prompt 503 instead; `reachable` says which).
         let ready =
-            hosted.iter().all(|s| s.database && s.joined) && reachable.values().all(|&up| up);
+            hosted.iter().all(|s| s.database && s.joined) && reachable.values().any(|&up| up);
         Readiness {
             ready,
             state: if ready { "ready" } else { "not ready" },

@@ -39,10 +39,11 @@ async fn live() -> Json<serde_json::Value> {
     Json(serde_json::json!({"state": "live", "status": 200}))
 }
 
-/// Hosted services have their database and joined their groups, and the
-/// services the edge needs are reachable somewhere in the cluster.
+/// Ready for this node's job: every hosted service has its database and
+/// joined its group, and the edge reaches at least one service in the
+/// cluster. `reachable` says which services requests can reach now.
 #[utoipa::path(get, path = "/health/ready", tag = "health",
-    responses((status = 200, description = "OK"), (status = 503, description = "a service is unreachable; see Retry-After")))]
+    responses((status = 200, description = "ready; `reachable` lists each service"), (status = 503, description = "a hosted service lacks its database, or no service is reachable; see Retry-After")))]
 async fn ready(State(state): State<AppState>) -> Response {
     let readiness = state.hosted.readiness().await;
     let mut report = serde_json::to_value(&readiness).unwrap_or_default();

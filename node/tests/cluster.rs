@@ -46,6 +46,16 @@ async fn an_edge_node_serves_users_hosted_on_another_node_and_survives_its_resta
     let a = Node::start(edge_node("node-a", b_port, COOKIE)).await;
     a.wait_reachable("users", Duration::from_secs(30)).await;
     let api = Api::new(&a.http);
+    // Ready for its job (an edge in front of users), though orders and the
+    // rest run nowhere.
+    let ready = api.get_json("/health/ready", None).await;
+    assert_eq!(
+        (&ready["status"], &ready["state"]),
+        (&serde_json::json!(200), &serde_json::json!("ready")),
+        "{ready}"
+    );
+    assert_eq!(ready["reachable"]["users"], true, "{ready}");
+    assert_eq!(ready["reachable"]["orders"], false, "{ready}");
 
     // Register, log in and read the profile through A; B does the work.
     let (user, token) = api.customer("remote").await;
@@ -240,6 +250,16 @@ async fn nodes_speak_mutual_tls_and_a_node_without_a_certificate_cannot_join() {
     let a = Node::start(a_spec).await;
     a.wait_reachable("users", Duration::from_secs(30)).await;
     let api = Api::new(&a.http);
+    // Ready for its job (an edge in front of users), though orders and the
+    // rest run nowhere.
+    let ready = api.get_json("/health/ready", None).await;
+    assert_eq!(
+        (&ready["status"], &ready["state"]),
+        (&serde_json::json!(200), &serde_json::json!("ready")),
+        "{ready}"
+    );
+    assert_eq!(ready["reachable"]["users"], true, "{ready}");
+    assert_eq!(ready["reachable"]["orders"], false, "{ready}");
     let (_, token) = api.customer("encrypted").await;
     assert_eq!(
         api.get("/user_profile", Some(&token)).await.status(),
@@ -311,6 +331,17 @@ async fn the_whole_checkout_works_through_the_edge_of_each_of_three_nodes() {
     let n3 = Node::start(n3).await;
     for n in [&n1, &n2, &n3] {
         n.wait_ready(Duration::from_secs(30)).await;
+        // Ready means each node can do its own job; the checkout needs all six.
+        for service in [
+            "users",
+            "products",
+            "inventory",
+            "orders",
+            "payments",
+            "notifications",
+        ] {
+            n.wait_reachable(service, Duration::from_secs(30)).await;
+        }
     }
     let (e1, e2, e3) = (Api::new(&n1.http), Api::new(&n2.http), Api::new(&n3.http));
 
