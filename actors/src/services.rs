@@ -176,6 +176,7 @@ impl Hosted {
     /// entities elsewhere), lets entity actors finish what they hold, delivers
     /// pending events once more, then stops every hosted service.
     pub async fn stop(&self) {
+        let started = std::time::Instant::now();
         for service in self.services() {
             let fronts = ractor::pg::get_local_members(&service.group());
             ractor::pg::leave(service.group(), fronts);
@@ -188,10 +189,10 @@ impl Hosted {
                     .await;
             }
         }
+        tracing::debug!(took = ?started.elapsed(), "entities drained");
         // Events written by requests that just finished go out before we leave.
-        for service in self.services() {
-            crate::outbox::flush(service).await;
-        }
+        futures::future::join_all(self.services().into_iter().map(crate::outbox::flush)).await;
+        tracing::debug!(took = ?started.elapsed(), "outboxes flushed");
         let _ = self
             .root
             .stop_and_wait(
@@ -199,6 +200,7 @@ impl Hosted {
                 Some(Duration::from_secs(15)),
             )
             .await;
+        tracing::debug!(took = ?started.elapsed(), "services stopped");
     }
 }
 

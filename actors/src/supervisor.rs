@@ -124,9 +124,11 @@ impl Actor for Supervisor {
         // exits with a handler mid-way (a mail sent, its row not yet marked)
         // would have another node do the work twice.
         let children = state.running.drain().map(|(_, (_, cell))| async move {
+            let started = std::time::Instant::now();
             let _ = cell
                 .stop_and_wait(Some("supervisor stopping".into()), Some(CHILD_STOP))
                 .await;
+            tracing::debug!(child = ?cell.get_name(), took = ?started.elapsed(), "stopped");
         });
         futures::future::join_all(children).await;
         Ok(())

@@ -37,7 +37,8 @@ pub enum DispatcherMsg {
     Wake,
     /// Time to look again.
     Tick,
-    /// Deliver what can be delivered now, then answer (before a node leaves).
+    /// The node is leaving: hand each subscriber one more batch, then
+    /// answer; from now on no delivery works through a backlog.
     Flush(RpcReplyPort<()>),
     /// A subscriber's delivery task finished.
     Delivered(String, Result<(), String>),
@@ -82,6 +83,8 @@ struct Running {
 struct Deliverer {
     args: DispatcherArgs,
     sql: Sql,
+    /// Set by a flush: the node is leaving.
+    leaving: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug)]
@@ -137,6 +140,7 @@ impl Actor for Dispatcher {
                 ),
             },
             args,
+            leaving: Default::default(),
         };
         Ok(DispatcherState {
             deliverer: Arc::new(deliverer),
@@ -182,7 +186,13 @@ impl Actor for Dispatcher {
                 None
             }
             DispatcherMsg::Tick => None,
-            DispatcherMsg::Flush(reply) => Some(reply),
+            DispatcherMsg::Flush(reply) => {
+                state
+                    .deliverer
+                    .leaving
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                Some(reply)
+            }
             DispatcherMsg::Delivered(name, outcome) => {
                 state.delivered(&myself, name, outcome);
                 return Ok(());
@@ -352,7 +362,9 @@ impl Deliverer {
             }
             let full = i64::try_from(batch.len()).unwrap_or(0) == BATCH;
             self.send(name, member, batch).await?;
-            if !full {
+            // A leaving node hands over one batch, not a backlog: what is
+            // left is safe in the outbox for the next deliverer.
+            if !full || self.leaving.load(std::sync::atomic::Ordering::Relaxed) {
                 return Ok(());
             }
         }
