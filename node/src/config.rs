@@ -34,8 +34,9 @@ pub enum Command {
     Serve,
     /// Apply pending database migrations of the hosted services, then exit.
     Migrate,
-    /// Measure reservation throughput against the plain conditional UPDATE
-    /// (uses a scratch database on the configured or embedded server).
+    /// Measure mart against references taken in the same run: reservations vs a
+    /// plain UPDATE, the edge vs a bare route and raw SQL, the Kafka mirror's lag
+    /// (in scratch databases on the configured or embedded server).
     Bench(crate::bench::BenchOptions),
     /// Run librdkafka's mock Kafka cluster on loopback for development (not durable).
     KafkaDevBroker,
@@ -68,73 +69,117 @@ pub enum AdminAction {
 #[derive(Debug, Clone, Args)]
 pub struct NodeOptions {
     /// This node's name in the cluster.
-    #[arg(long, env = "MART_NODE_NAME", global = true, default_value = "mart")]
+    #[arg(
+        help_heading = "Node",
+        long,
+        env = "MART_NODE_NAME",
+        global = true,
+        default_value = "mart"
+    )]
     pub node_name: String,
 
     /// Services this node hosts: a comma list, `all` or `none`.
-    #[arg(long, env = "MART_SERVICES", global = true, default_value = "all", value_parser = parse_services)]
+    #[arg(help_heading = "Node", long, env = "MART_SERVICES", global = true, default_value = "all", value_parser = parse_services)]
     pub services: Hosting,
 
     /// Where the REST edge listens, or `none` for no edge.
-    #[arg(long, env = "MART_HTTP_ADDR", global = true, default_value = "127.0.0.1:8080", value_parser = parse_http_addr)]
+    #[arg(help_heading = "Node", long, env = "MART_HTTP_ADDR", global = true, default_value = "127.0.0.1:8080", value_parser = parse_http_addr)]
     pub http_addr: HttpAddr,
 
     /// Where this node listens for cluster peers (host:port). Unset: no clustering.
-    #[arg(long, env = "MART_CLUSTER_ADDR", global = true, value_parser = parse_socket_addr)]
+    #[arg(help_heading = "Cluster", long, env = "MART_CLUSTER_ADDR", global = true, value_parser = parse_socket_addr)]
     pub cluster_addr: Option<SocketAddr>,
 
     /// The host peers dial to reach this node. Default: the --cluster-addr IP,
     /// or this machine's hostname when that IP is unspecified (0.0.0.0).
-    #[arg(long, env = "MART_CLUSTER_ADVERTISE", global = true)]
+    #[arg(
+        help_heading = "Cluster",
+        long,
+        env = "MART_CLUSTER_ADVERTISE",
+        global = true
+    )]
     pub cluster_advertise: Option<String>,
 
     /// Peers to join, comma-separated host:port; any live member is enough.
-    #[arg(long, env = "MART_PEERS", global = true, value_delimiter = ',')]
+    #[arg(
+        help_heading = "Cluster",
+        long,
+        env = "MART_PEERS",
+        global = true,
+        value_delimiter = ','
+    )]
     pub peers: Vec<String>,
 
     /// PEM certificate of this node, for TLS between nodes (with the key and CA).
-    #[arg(long, env = "MART_CLUSTER_TLS_CERT", global = true)]
+    #[arg(
+        help_heading = "Cluster",
+        long,
+        env = "MART_CLUSTER_TLS_CERT",
+        global = true
+    )]
     pub cluster_tls_cert: Option<PathBuf>,
 
     /// PEM private key of this node's certificate.
-    #[arg(long, env = "MART_CLUSTER_TLS_KEY", global = true)]
+    #[arg(
+        help_heading = "Cluster",
+        long,
+        env = "MART_CLUSTER_TLS_KEY",
+        global = true
+    )]
     pub cluster_tls_key: Option<PathBuf>,
 
     /// PEM CA that signed every node's certificate; peers must present one.
-    #[arg(long, env = "MART_CLUSTER_TLS_CA", global = true)]
+    #[arg(
+        help_heading = "Cluster",
+        long,
+        env = "MART_CLUSTER_TLS_CA",
+        global = true
+    )]
     pub cluster_tls_ca: Option<PathBuf>,
 
     /// Shared secret every node of the cluster must present.
-    #[arg(value_parser = secret, long, env = "MART_COOKIE", global = true, hide_env_values = true)]
+    #[arg(help_heading = "Cluster", value_parser = secret, long, env = "MART_COOKIE", global = true, hide_env_values = true)]
     pub cookie: Option<SecretString>,
 
     /// Where the embedded PostgreSQL, generated secrets and mail files live.
-    #[arg(long, env = "MART_DATA_DIR", global = true, default_value = ".mart")]
+    #[arg(
+        help_heading = "Node",
+        long,
+        env = "MART_DATA_DIR",
+        global = true,
+        default_value = ".mart"
+    )]
     pub data_dir: PathBuf,
 
     /// PostgreSQL for every service; `MART_<SERVICE>_DATABASE_URL` overrides per
     /// service. Unset: a private PostgreSQL in the data directory.
-    #[arg(value_parser = secret, long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    #[arg(help_heading = "Database", value_parser = secret, long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<SecretString>,
 
     /// HS256 secret for access tokens; the same on every node.
-    #[arg(value_parser = secret, long, env = "MART_JWT_SECRET", global = true, hide_env_values = true)]
+    #[arg(help_heading = "Accounts and tokens", value_parser = secret, long, env = "MART_JWT_SECRET", global = true, hide_env_values = true)]
     pub jwt_secret: Option<SecretString>,
 
     /// How tokens are signed: `hs256` with `--jwt-secret` (one secret every
     /// node shares), or `eddsa` with Ed25519 keys whose public halves are
     /// served at `/.well-known/jwks.json`.
-    #[arg(long, env = "MART_JWT_ALGORITHM", global = true, default_value = "hs256", value_parser = ["hs256", "eddsa"])]
+    #[arg(help_heading = "Accounts and tokens", long, env = "MART_JWT_ALGORITHM", global = true, default_value = "hs256", value_parser = ["hs256", "eddsa"])]
     pub jwt_algorithm: String,
 
     /// EdDSA: the Ed25519 private key that signs (PEM or PKCS#8 DER file).
     /// Unset: one generated into the data directory (one node only).
-    #[arg(long, env = "MART_JWT_KEY_FILE", global = true)]
+    #[arg(
+        help_heading = "Accounts and tokens",
+        long,
+        env = "MART_JWT_KEY_FILE",
+        global = true
+    )]
     pub jwt_key_file: Option<PathBuf>,
 
     /// EdDSA: earlier signing keys (comma-separated files) whose tokens still
     /// verify during a rotation; drop one once its last token has expired.
     #[arg(
+        help_heading = "Accounts and tokens",
         long,
         env = "MART_JWT_PREVIOUS_KEY_FILES",
         global = true,
@@ -143,15 +188,15 @@ pub struct NodeOptions {
     pub jwt_previous_key_files: Vec<PathBuf>,
 
     /// How long an access token is valid (humantime: `60m`, `1h`).
-    #[arg(long, env = "MART_TOKEN_TTL", global = true, default_value = "60m", value_parser = humantime::parse_duration)]
+    #[arg(help_heading = "Accounts and tokens", long, env = "MART_TOKEN_TTL", global = true, default_value = "60m", value_parser = humantime::parse_duration)]
     pub token_ttl: Duration,
 
     /// How long an unpaid order holds its stock before it expires (humantime).
-    #[arg(long, env = "MART_RESERVATION_TTL", global = true, default_value = "30m", value_parser = humantime::parse_duration)]
+    #[arg(help_heading = "Orders and payments", long, env = "MART_RESERVATION_TTL", global = true, default_value = "30m", value_parser = humantime::parse_duration)]
     pub reservation_ttl: Duration,
 
     /// Stripe secret key. Unset: mart runs its own Stripe test server in-process.
-    #[arg(value_parser = secret,
+    #[arg(help_heading = "Orders and payments", value_parser = secret,
         long,
         env = "MART_STRIPE_SECRET_KEY",
         global = true,
@@ -160,11 +205,16 @@ pub struct NodeOptions {
     pub stripe_secret_key: Option<SecretString>,
 
     /// Stripe's API base URL (for a Stripe test server elsewhere).
-    #[arg(long, env = "MART_STRIPE_API_BASE", global = true)]
+    #[arg(
+        help_heading = "Orders and payments",
+        long,
+        env = "MART_STRIPE_API_BASE",
+        global = true
+    )]
     pub stripe_api_base: Option<String>,
 
     /// Webhook signing secrets, comma-separated (several during a rotation).
-    #[arg(value_parser = secret,
+    #[arg(help_heading = "Orders and payments", value_parser = secret,
         long,
         env = "MART_STRIPE_WEBHOOK_SECRET",
         global = true,
@@ -175,20 +225,21 @@ pub struct NodeOptions {
 
     /// The URL shoppers' browsers reach this edge at (for Stripe's redirects).
     /// Default: http://<--http-addr>.
-    #[arg(long, env = "MART_PUBLIC_URL", global = true, value_parser = parse_public_url)]
+    #[arg(help_heading = "Orders and payments", long, env = "MART_PUBLIC_URL", global = true, value_parser = parse_public_url)]
     pub public_url: Option<String>,
 
     /// Pending payments older than this are settled by asking Stripe (humantime).
-    #[arg(long, env = "MART_PAYMENT_RECONCILE_AFTER", global = true, default_value = "2m", value_parser = humantime::parse_duration)]
+    #[arg(help_heading = "Orders and payments", long, env = "MART_PAYMENT_RECONCILE_AFTER", global = true, default_value = "2m", value_parser = humantime::parse_duration)]
     pub payment_reconcile_after: Duration,
 
     /// SMTP server: `smtp://host:port`, `smtps://user:pass@host`, or with
     /// `?tls=required` for STARTTLS. Unset: `.eml` files under the data directory.
-    #[arg(value_parser = secret, long, env = "MART_SMTP_URL", global = true, hide_env_values = true)]
+    #[arg(help_heading = "Mail", value_parser = secret, long, env = "MART_SMTP_URL", global = true, hide_env_values = true)]
     pub smtp_url: Option<SecretString>,
 
     /// Sender of every email.
     #[arg(
+        help_heading = "Mail",
         long,
         env = "MART_MAIL_FROM",
         global = true,
@@ -199,11 +250,17 @@ pub struct NodeOptions {
     /// Kafka bootstrap servers for the bridge, or `embedded` for an in-process
     /// mock cluster. Unset: the bridge is off and the outboxes keep every event.
     /// Any librdkafka setting passes through as `MART_KAFKA_<NAME>`.
-    #[arg(long, env = "MART_KAFKA_BROKERS", global = true)]
+    #[arg(
+        help_heading = "Kafka",
+        long,
+        env = "MART_KAFKA_BROKERS",
+        global = true
+    )]
     pub kafka_brokers: Option<String>,
 
     /// Topics are `<prefix>.<service>.v1`.
     #[arg(
+        help_heading = "Kafka",
         long,
         env = "MART_KAFKA_TOPIC_PREFIX",
         global = true,
@@ -213,6 +270,7 @@ pub struct NodeOptions {
 
     /// Partitions of topics the bridge creates.
     #[arg(
+        help_heading = "Kafka",
         long,
         env = "MART_KAFKA_PARTITIONS",
         global = true,
@@ -222,6 +280,7 @@ pub struct NodeOptions {
 
     /// Replication factor of topics the bridge creates.
     #[arg(
+        help_heading = "Kafka",
         long,
         env = "MART_KAFKA_REPLICATION",
         global = true,
@@ -231,14 +290,21 @@ pub struct NodeOptions {
 
     /// How long one REST request may take, end to end: every call made for it,
     /// on any node, gets what is left of this.
-    #[arg(long, env = "MART_CALL_TIMEOUT", global = true, default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(help_heading = "Node", long, env = "MART_CALL_TIMEOUT", global = true, default_value = "5s", value_parser = humantime::parse_duration)]
     pub call_timeout: Duration,
 
     /// First admin account, created at start if absent (with MART_ADMIN_PASSWORD).
-    #[arg(long, env = "MART_ADMIN_EMAIL", global = true)]
+    #[arg(
+        help_heading = "Accounts and tokens",
+        long,
+        env = "MART_ADMIN_EMAIL",
+        global = true
+    )]
     pub admin_email: Option<String>,
 
-    #[arg(value_parser = secret,
+    /// The first admin's password (prefer the variable to the flag, which
+    /// other users of the machine can read in the process list)
+    #[arg(help_heading = "Accounts and tokens", value_parser = secret,
         long,
         env = "MART_ADMIN_PASSWORD",
         global = true,
@@ -247,7 +313,7 @@ pub struct NodeOptions {
     pub admin_password: Option<SecretString>,
 
     /// Log format: `text` or `json`.
-    #[arg(long, env = "MART_LOG_FORMAT", global = true, default_value = "text", value_parser = ["text", "json"])]
+    #[arg(help_heading = "Node", long, env = "MART_LOG_FORMAT", global = true, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
 }
 
