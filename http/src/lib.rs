@@ -2,8 +2,8 @@
 //!
 //! - [`router`] builds the whole app: routes, OpenAPI document, and the layers
 //!   every request goes through (request id, deadline and access log in
-//!   `access`, body limit, panic
-//!   guard, trailing-slash tolerance).
+//!   `access`, body limit, panic guard, CORS, compression, trailing-slash
+//!   tolerance), and the API reference page at `/docs`.
 //! - `users`, `products`, `inventory`, `orders`, `payments`, `notifications`, `health`: routes per area.
 //! - [`error`]: `ApiError`, rendered as RFC 9457 problem documents.
 //! - [`extract`]: body/query/bearer extractors whose rejections are problems.
@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{HeaderName, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::IntoResponse;
 use futures::future::BoxFuture;
@@ -34,11 +34,15 @@ use mart_actors::auth::TokenKeys;
 use mart_actors::{Hosted, Inventory, Notifications, Orders, Payments, Products, Users};
 use tower::Layer;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{DefaultPredicate, Predicate, SizeAbove};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_scalar::{Scalar, Servable};
 
 use crate::error::ApiError;
 
@@ -66,6 +70,20 @@ pub struct AppState {
     pub cluster: ClusterView,
     /// Login and registration attempts, per account and address.
     pub throttle: throttle::Throttle,
+    /// Browser origins allowed to call the API (CORS); none: same origin only.
+    pub cors: Cors,
+}
+
+/// Which browser origins may call the API from their pages.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Cors {
+    /// Same origin only: no CORS headers.
+    #[default]
+    Off,
+    /// Any origin (`*`): fine for an API that takes bearer tokens, not cookies.
+    Any,
+    /// These origins (`https://shop.example.com`), exactly.
+    Origins(Vec<HeaderValue>),
 }
 
 impl AppState {
@@ -88,7 +106,14 @@ impl AppState {
             hosted,
             cluster,
             throttle: throttle::Throttle::default(),
+            cors: Cors::Off,
         }
+    }
+
+    /// Lets pages from these origins call the API.
+    pub fn with_cors(mut self, cors: Cors) -> Self {
+        self.cors = cors;
+        self
     }
 }
 
@@ -122,6 +147,43 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// Bodies smaller than this go out uncompressed.
+const COMPRESS_ABOVE: u16 = 1024;
+
+/// CORS for the configured origins: the methods and headers the API uses,
+/// and the response headers a page needs to read.
+fn cors_layer(cors: &Cors) -> tower::util::Either<CorsLayer, tower::layer::util::Identity> {
+    let origins = match cors {
+        Cors::Off => return tower::util::Either::Right(tower::layer::util::Identity::new()),
+        Cors::Any => AllowOrigin::any(),
+        Cors::Origins(origins) => AllowOrigin::list(origins.iter().cloned()),
+    };
+    let layer = CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_NONE_MATCH,
+            HeaderName::from_static("idempotency-key"),
+        ])
+        .expose_headers([
+            header::ETAG,
+            header::LOCATION,
+            header::RETRY_AFTER,
+            HeaderName::from_static("x-request-id"),
+            HeaderName::from_static("idempotent-replayed"),
+        ])
+        .max_age(Duration::from_secs(3600));
+    tower::util::Either::Left(layer)
+}
+
 /// The edge as one service, ready for `axum::serve`.
 pub fn router(state: AppState) -> NormalizePath<Router> {
     let (routes, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -133,10 +195,15 @@ pub fn router(state: AppState) -> NormalizePath<Router> {
         .merge(notifications::routes())
         .merge(health::routes())
         .split_for_parts();
+    let docs: Router<AppState> = Scalar::with_url("/docs", api.clone())
+        .title("mart API")
+        .into();
     let api = Arc::new(api);
     let x_request_id = HeaderName::from_static("x-request-id");
     let deadline = state.deadline;
+    let cors = cors_layer(&state.cors);
     let app = routes
+        .merge(docs)
         .route(
             "/openapi.json",
             axum::routing::get(move || {
@@ -157,6 +224,15 @@ pub fn router(state: AppState) -> NormalizePath<Router> {
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal("a handler panicked").into_response()
         }))
+        // Lists and documents shrink several times over; a single product
+        // is not worth the CPU.
+        .layer(
+            CompressionLayer::new()
+                .gzip(true)
+                .br(true)
+                .compress_when(DefaultPredicate::new().and(SizeAbove::new(COMPRESS_ABOVE))),
+        )
+        .layer(cors)
         .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
         // The request's deadline (every call made for it inherits it), its
         // id for the log, and one log line when it fails or is slow.

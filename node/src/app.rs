@@ -136,7 +136,8 @@ impl App {
                     self.opts.call_timeout,
                     self.hosted.clone(),
                     cluster,
-                );
+                )
+                .with_cors(self.opts.cors());
                 let app = mart_http::router(state);
                 tracing::info!("edge listening on http://{}", listener.local_addr()?);
                 // With each connection's address: logins are throttled per address.

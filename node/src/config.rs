@@ -315,6 +315,29 @@ pub struct NodeOptions {
     /// Log format: `text` or `json`.
     #[arg(help_heading = "Node", long, env = "MART_LOG_FORMAT", global = true, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+
+    /// Browser origins whose pages may call the API (CORS), comma-separated
+    /// (`https://shop.example.com`), or `*` for any. Unset: same origin only
+    #[arg(help_heading = "Node", long, env = "MART_CORS_ORIGINS", global = true, value_delimiter = ',', value_parser = parse_cors_origin)]
+    pub cors_origins: Vec<String>,
+}
+
+impl NodeOptions {
+    /// The edge's CORS policy from `--cors-origins`.
+    pub fn cors(&self) -> mart_http::Cors {
+        if self.cors_origins.is_empty() {
+            mart_http::Cors::Off
+        } else if self.cors_origins.iter().any(|o| o == "*") {
+            mart_http::Cors::Any
+        } else {
+            mart_http::Cors::Origins(
+                self.cors_origins
+                    .iter()
+                    .filter_map(|o| axum::http::HeaderValue::from_str(o).ok())
+                    .collect(),
+            )
+        }
+    }
 }
 
 /// `mart stripe-test-server`
@@ -387,6 +410,23 @@ fn parse_socket_addr(raw: &str) -> Result<SocketAddr, String> {
 }
 
 /// An absolute `http(s)://host[:port][/path]` URL, without a trailing `/`.
+/// `*`, or an origin a browser sends: `scheme://host[:port]`, nothing after.
+fn parse_cors_origin(raw: &str) -> Result<String, String> {
+    if raw == "*" {
+        return Ok(raw.to_owned());
+    }
+    let uri: axum::http::Uri = raw
+        .parse()
+        .map_err(|e| format!("{raw:?} is not an origin: {e}"))?;
+    let bare = uri.path_and_query().is_none_or(|p| p.as_str() == "/") && !raw.ends_with('/');
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() || !bare {
+        return Err(format!(
+            "{raw:?} is not an origin (scheme://host[:port], e.g. https://shop.example.com), nor *"
+        ));
+    }
+    Ok(raw.to_owned())
+}
+
 fn parse_public_url(raw: &str) -> Result<String, String> {
     let uri: axum::http::Uri = raw
         .parse()
@@ -538,6 +578,40 @@ mod tests {
         assert!(text.contains("--http-addr"), "{text}");
         let err = Cli::try_parse_from(["mart", "--token-ttl", "soon"]).expect_err("bad ttl");
         assert!(err.to_string().contains("--token-ttl"));
+    }
+
+    #[test]
+    fn cors_origins_are_origins_or_any() {
+        let cors = |args: &[&str]| {
+            let mut all = vec!["mart"];
+            all.extend(args);
+            Cli::try_parse_from(all).map(|cli| cli.node.cors())
+        };
+        assert_eq!(cors(&[]).expect("none"), mart_http::Cors::Off);
+        assert_eq!(
+            cors(&["--cors-origins", "*"]).expect("any"),
+            mart_http::Cors::Any
+        );
+        assert_eq!(
+            cors(&[
+                "--cors-origins",
+                "https://shop.example.com,http://localhost:5173"
+            ])
+            .expect("two"),
+            mart_http::Cors::Origins(vec![
+                axum::http::HeaderValue::from_static("https://shop.example.com"),
+                axum::http::HeaderValue::from_static("http://localhost:5173"),
+            ])
+        );
+        for bad in [
+            "shop.example.com",
+            "https://shop.example.com/",
+            "https://a.b/path",
+            "ftp://a.b",
+        ] {
+            let err = cors(&["--cors-origins", bad]).expect_err(bad);
+            assert!(err.to_string().contains("--cors-origins"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -541,3 +541,94 @@ async fn every_node_serves_the_catalog_from_memory_and_never_stale() {
         assert_eq!(page["items"], json!([]), "{page}");
     }
 }
+
+/// A storefront on another origin calls the API from the browser: CORS for
+/// the configured origin only, lists compressed when asked, and the API
+/// reference page at `/docs`.
+#[tokio::test]
+async fn browsers_on_a_configured_origin_call_the_api_and_lists_come_compressed() {
+    let db = TestDb::empty().await;
+    let mut spec = NodeSpec::single(&db.url);
+    spec.extra_env.push((
+        "MART_CORS_ORIGINS".into(),
+        "https://shop.example.com".into(),
+    ));
+    let node = Node::start(spec).await;
+    let api = Api::new(&node.http);
+    let admin = api.admin_token().await;
+    for i in 0..40 {
+        create(
+            &api,
+            &admin,
+            json!({"name": format!("Mug {i}"), "description": "Stoneware, holds a large coffee", "price": 1200 + i}),
+        )
+        .await;
+    }
+
+    let preflight = |origin: &'static str| {
+        api.client
+            .request(reqwest::Method::OPTIONS, api.url("/orders"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type,idempotency-key",
+            )
+            .send()
+    };
+    let allowed = preflight("https://shop.example.com")
+        .await
+        .expect("preflight");
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    let header = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_lowercase()
+    };
+    assert_eq!(
+        header(&allowed, "access-control-allow-origin"),
+        "https://shop.example.com"
+    );
+    assert!(header(&allowed, "access-control-allow-methods").contains("post"));
+    assert!(header(&allowed, "access-control-allow-headers").contains("idempotency-key"));
+    let other = preflight("https://evil.example.net")
+        .await
+        .expect("preflight");
+    assert_eq!(header(&other, "access-control-allow-origin"), "");
+
+    // A page reads the ETag of what it fetched.
+    let listed = api
+        .client
+        .get(api.url("/products?limit=40"))
+        .header("origin", "https://shop.example.com")
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(
+        header(&listed, "access-control-allow-origin"),
+        "https://shop.example.com"
+    );
+    assert_eq!(header(&listed, "content-encoding"), "", "not asked for");
+    let plain = listed.bytes().await.expect("body").len();
+    for encoding in ["gzip", "br"] {
+        let packed = api
+            .client
+            .get(api.url("/products?limit=40"))
+            .header("accept-encoding", encoding)
+            .send()
+            .await
+            .expect("list");
+        assert_eq!(packed.status(), StatusCode::OK);
+        assert_eq!(header(&packed, "content-encoding"), encoding);
+        let size = packed.bytes().await.expect("body").len();
+        assert!(size * 3 < plain, "{encoding}: {size} of {plain} bytes");
+    }
+
+    let docs = api.get("/docs", None).await;
+    assert_eq!(docs.status(), StatusCode::OK);
+    assert!(header(&docs, "content-type").starts_with("text/html"));
+    let page = docs.text().await.expect("page");
+    assert!(page.contains("api-reference") && page.contains("/orders"));
+}
