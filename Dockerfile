@@ -18,6 +18,7 @@ RUN cargo chef cook --release --locked --recipe-path recipe.json --bin mart
 COPY . .
 RUN cargo build --release --locked --bin mart
 
+# libssl3 (through ca-certificates' openssl) serves librdkafka's TLS and SASL.
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* && useradd --system --home /var/lib/mart mart

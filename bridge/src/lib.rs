@@ -62,6 +62,34 @@ impl BridgeConfig {
             .collect()
     }
 
+    /// Checks the client settings as librdkafka reads them (names, values,
+    /// and what this build supports: TLS, SASL PLAIN/SCRAM), without
+    /// connecting. The error names the variable to fix.
+    pub fn check(&self) -> Result<(), String> {
+        use rdkafka::error::KafkaError;
+        let mut client = self.client();
+        client.set("enable.idempotence", "true").set("acks", "all");
+        match client.create::<rdkafka::producer::BaseProducer>() {
+            Ok(_) => Ok(()),
+            Err(KafkaError::ClientConfig(_, description, key, _)) if !key.is_empty() => {
+                Err(format!("{}: {description}", env_name(&key)))
+            }
+            Err(e) => {
+                // librdkafka checks some settings only together, when the
+                // client is made, and names the value rather than the key.
+                let text = e.to_string();
+                let culprit = self.settings.iter().find(|(key, value)| {
+                    text.contains(key.as_str())
+                        || (value.len() >= 3 && text.contains(value.as_str()))
+                });
+                match culprit {
+                    Some((key, _)) => Err(format!("{}: {text}", env_name(key))),
+                    None => Err(format!("the Kafka client settings (MART_KAFKA_*): {text}")),
+                }
+            }
+        }
+    }
+
     /// The topic of `service`.
     pub fn topic(&self, service: Service) -> String {
         topic(&self.topic_prefix, service)
@@ -74,6 +102,14 @@ impl BridgeConfig {
             config.set(key, value);
         }
         config
+    }
+}
+
+/// The variable that sets librdkafka's `key`.
+fn env_name(key: &str) -> String {
+    match key {
+        "bootstrap.servers" => "MART_KAFKA_BROKERS".into(),
+        _ => format!("MART_KAFKA_{}", key.replace('.', "_").to_uppercase()),
     }
 }
 
@@ -407,6 +443,50 @@ pub fn watch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config(settings: &[(&str, &str)]) -> BridgeConfig {
+        BridgeConfig {
+            brokers: "127.0.0.1:1".into(),
+            topic_prefix: "mart".into(),
+            partitions: 1,
+            replication: 1,
+            settings: settings
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn tls_and_sasl_settings_are_supported_and_bad_ones_name_their_variable() {
+        for mechanism in ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] {
+            let sasl = config(&[
+                ("security.protocol", "sasl_ssl"),
+                ("sasl.mechanism", mechanism),
+                ("sasl.username", "mart"),
+                ("sasl.password", "secret"),
+            ]);
+            assert_eq!(sasl.check(), Ok(()), "{mechanism}");
+        }
+        assert_eq!(config(&[("security.protocol", "ssl")]).check(), Ok(()));
+        let bad = config(&[
+            ("security.protocol", "sasl_ssl"),
+            ("sasl.mechanism", "BOGUS"),
+        ])
+        .check();
+        assert!(
+            bad.as_ref()
+                .is_err_and(|e| e.starts_with("MART_KAFKA_SASL_MECHANISM")),
+            "{bad:?}"
+        );
+        let unknown = config(&[("no.such.setting", "1")]).check();
+        assert!(
+            unknown
+                .as_ref()
+                .is_err_and(|e| e.starts_with("MART_KAFKA_NO_SUCH_SETTING")),
+            "{unknown:?}"
+        );
+    }
 
     #[test]
     fn a_cloud_event_carries_every_required_attribute() {

@@ -48,6 +48,9 @@ impl App {
             ),
             None => None,
         };
+        // Checked before anything starts: a setting librdkafka refuses would
+        // have the bridge restart forever while the node looks healthy.
+        let kafka = bridge_config(&opts)?;
         let hosting = opts.services.0.clone();
         let dbs = Databases::open(&opts, &hosting).await?;
         if let (Some(email), Some(password), true) = (
@@ -97,7 +100,7 @@ impl App {
             .await
             .map_err(anyhow::Error::msg)?;
         tracing::info!(node = %opts.node_name, services = ?hosted.services(), "services started");
-        let bridge = start_bridge(&opts).await?;
+        let bridge = kafka.map(start_bridge);
         Ok(App {
             opts,
             dbs,
@@ -204,8 +207,9 @@ impl Bridge {
     }
 }
 
-/// The Kafka bridge, when brokers are configured; off (said once) otherwise.
-async fn start_bridge(opts: &NodeOptions) -> anyhow::Result<Option<Bridge>> {
+/// The Kafka bridge's settings, checked, when brokers are configured; off
+/// (said once) otherwise.
+fn bridge_config(opts: &NodeOptions) -> anyhow::Result<Option<mart_bridge::BridgeConfig>> {
     let Some(brokers) = opts.kafka_brokers.clone() else {
         tracing::info!(
             "MART_KAFKA_BROKERS is unset: the Kafka bridge is off; the outboxes keep every event for when it is on"
@@ -226,6 +230,12 @@ async fn start_bridge(opts: &NodeOptions) -> anyhow::Result<Option<Bridge>> {
         replication: opts.kafka_replication,
         settings: mart_bridge::BridgeConfig::librdkafka_settings_from_env(),
     };
+    config.check().map_err(anyhow::Error::msg)?;
+    Ok(Some(config))
+}
+
+/// Starts the Kafka bridge in the background.
+fn start_bridge(config: mart_bridge::BridgeConfig) -> Bridge {
     let started = Arc::new(std::sync::OnceLock::new());
     let handle = started.clone();
     let starting = tokio::spawn(async move {
@@ -249,7 +259,7 @@ async fn start_bridge(opts: &NodeOptions) -> anyhow::Result<Option<Bridge>> {
             Err(e) => tracing::error!(error = %e, "the Kafka bridge could not start"),
         }
     });
-    Ok(Some(Bridge { starting, started }))
+    Bridge { starting, started }
 }
 
 /// How mail leaves: SMTP when configured, else `.eml` files in the data directory.

@@ -85,10 +85,55 @@ async fn options_from_the_environment_are_checked_and_named() {
         ("MART_HTTP_ADDR", "nowhere"),
         ("MART_PUBLIC_URL", "not a url"),
         ("MART_PUBLIC_URL", "ftp://shop.example.com"),
+        ("MART_CORS_ORIGINS", "shop.example.com"),
     ] {
         let refused = mart(&[(name, value)]);
         assert!(!refused.status.success(), "{name}={value} accepted");
         let stderr = String::from_utf8_lossy(&refused.stderr);
         assert!(stderr.contains(name), "{name} not named: {stderr}");
     }
+}
+
+/// A Kafka setting librdkafka refuses stops the node at start with one line
+/// naming the variable, instead of a bridge restarting forever behind a
+/// ready node.
+#[tokio::test]
+async fn a_kafka_setting_librdkafka_refuses_stops_the_node_naming_it() {
+    let db = TestDb::empty().await;
+    let data = tempfile_dir();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mart"))
+        .args(["--services", "users", "--http-addr", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(&data)
+        .env("DATABASE_URL", &db.url)
+        .env("MART_KAFKA_BROKERS", "127.0.0.1:1")
+        .env("MART_KAFKA_SECURITY_PROTOCOL", "sasl_ssl")
+        .env("MART_KAFKA_SASL_MECHANISM", "BOGUS")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn mart");
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("the node kept running with a Kafka setting librdkafka refuses");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("read stderr");
+    assert!(!status.success());
+    assert!(stderr.contains("MART_KAFKA_SASL_MECHANISM"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("mart-startup-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("data dir");
+    dir
 }
