@@ -130,8 +130,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// A database URL fit to print: its password replaced.
 fn redacted(url: &str) -> String {
-    match url.parse::<tokio_postgres::Config>() {
-        Ok(config) => {
+    match mart_schema::db::tls::connector(url) {
+        Ok((config, _)) => {
             let host = config
                 .get_hosts()
                 .first()

@@ -2,6 +2,7 @@
 //! the embedded PostgreSQL that `mart` runs when no `DATABASE_URL` is given.
 
 mod embedded;
+pub mod tls;
 
 pub use embedded::{Durability, EmbeddedError, EmbeddedPostgres};
 
@@ -26,12 +27,13 @@ pub enum DbError {
     },
 }
 
-/// A connection pool for one service's database.
+/// A connection pool for one service's database, over TLS as the URL's
+/// `sslmode` says (see [`tls`]).
 pub fn pool(url: &str, max_size: usize) -> Result<Pool, DbError> {
-    let pg: tokio_postgres::Config = url.parse().map_err(|e| DbError::Url(format!("{e}")))?;
+    let (pg, tls) = tls::connector(url)?;
     let manager = deadpool_postgres::Manager::from_config(
         pg,
-        tokio_postgres::NoTls,
+        tls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },

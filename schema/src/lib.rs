@@ -9,8 +9,9 @@
 //! - [`page`]: keyset pagination (`{items, next_cursor}`).
 //! - [`problem`]: field-level validation errors.
 //! - [`now`]: the current UTC time at the precision mart stores and answers.
-//! - [`db`]: pools, per-service migrations (SQL in `migrations/`), the embedded
-//!   PostgreSQL, and (feature `testing`) throwaway test databases.
+//! - [`db`]: pools (TLS as `sslmode` says, in `db::tls`), per-service
+//!   migrations (SQL in `migrations/`), the embedded PostgreSQL, and (feature
+//!   `testing`) throwaway test databases.
 
 pub mod db;
 pub mod event;

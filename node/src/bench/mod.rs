@@ -125,11 +125,8 @@ impl Row {
 /// Runs the scenarios against the server behind `server_url` (scratch
 /// databases are made next to it) and prints the figures.
 pub async fn run(server_url: &str, options: &BenchOptions) -> anyhow::Result<()> {
-    let config: tokio_postgres::Config = server_url.parse().context("database URL")?;
-    let (admin, connection) = config
-        .connect(tokio_postgres::NoTls)
-        .await
-        .context("connecting")?;
+    let (config, tls) = mart_schema::db::tls::connector(server_url).context("database URL")?;
+    let (admin, connection) = config.connect(tls).await.context("connecting")?;
     let connection = tokio::spawn(connection);
     let run = uuid::Uuid::new_v4().simple().to_string();
     let scratch: Vec<String> = ["stock", "node", "reference", "kafka"]
