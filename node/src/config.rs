@@ -42,6 +42,9 @@ pub enum Command {
     KafkaDevBroker,
     /// Run mart's Stripe test server on its own.
     StripeTestServer(StripeTestServerOptions),
+    /// Load a small demo catalog (products with stock), an admin and a shopper;
+    /// running it again changes nothing. New passwords are printed once.
+    Seed,
     /// Administer accounts.
     Admin {
         #[command(subcommand)]

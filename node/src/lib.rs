@@ -11,13 +11,15 @@
 //! - [`App`]: a node built from its options (databases, cluster membership,
 //!   hosted services, Kafka bridge, edge) and run until told to stop; used by
 //!   `main` and by tests.
-//! - [`run`]: `serve`, `migrate`, `bench` and `admin create`, used by `main`.
+//! - `seed`: `mart seed`, the demo catalog and accounts.
+//! - [`run`]: `serve`, `migrate`, `bench`, `seed` and `admin create`, used by `main`.
 
 mod app;
 pub mod bench;
 pub mod cluster;
 pub mod config;
 pub mod mail;
+mod seed;
 pub mod stripe_gateway;
 pub mod stripe_server;
 pub mod telemetry;
@@ -74,6 +76,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await?;
             Ok(())
         }
+        Command::Seed => seed::seed(&opts).await,
         Command::Migrate => {
             let dbs = Databases::open(&opts, &opts.services.0).await?;
             dbs.close();

@@ -137,3 +137,83 @@ fn tempfile_dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).expect("data dir");
     dir
 }
+
+/// `mart seed` before the node first starts: a demo catalog whose stock
+/// appears once inventory has the events, an admin and a shopper who can log
+/// in with the printed passwords; run again, it changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_loads_a_demo_shop_once() {
+    let db = TestDb::empty().await;
+    let data = tempfile_dir();
+    let seed = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mart"))
+            .arg("seed")
+            .arg("--data-dir")
+            .arg(&data)
+            .env("DATABASE_URL", &db.url)
+            .env("MART_JWT_SECRET", support::JWT_SECRET)
+            .output()
+            .expect("mart seed");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = seed();
+    let password_of = |who: &str| {
+        first
+            .lines()
+            .find(|l| l.starts_with(who))
+            .and_then(|l| l.split("password ").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no {who} password in:\n{first}"))
+            .to_owned()
+    };
+    let (admin_password, shopper_password) = (password_of("admin"), password_of("shopper"));
+    assert_eq!(first.matches(": created (").count(), 6, "{first}");
+    let again = seed();
+    assert!(!again.contains("shown this once"), "{again}");
+    assert_eq!(again.matches(": exists (").count(), 6, "{again}");
+
+    let node = Node::start(NodeSpec {
+        // The seeded admin only.
+        extra_env: vec![],
+        ..NodeSpec::single(&db.url)
+    })
+    .await;
+    let api = Api::new(&node.http);
+    let page = api.get_json("/products?limit=100", None).await;
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(6), "{page}");
+    let whisk = page["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|p| p["name"] == "Matcha Whisk"))
+        .expect("the whisk");
+    assert_eq!(
+        (&whisk["price"], &whisk["currency"]),
+        (&2400.into(), &"jpy".into())
+    );
+    let admin = api.token("admin@mart.localhost", &admin_password).await;
+    let shopper = api.token("shopper", &shopper_password).await;
+    // Inventory made each product's stock from its product.created event.
+    let id = whisk["id"].as_str().expect("id");
+    for _ in 0..100 {
+        let stock = api.get(&format!("/inventory/{id}"), Some(&admin)).await;
+        if stock.status() == reqwest::StatusCode::OK {
+            let stock: serde_json::Value = stock.json().await.expect("stock");
+            assert_eq!(stock["on_hand"], 12);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let order = api
+        .post_json(
+            "/orders",
+            Some(&shopper),
+            serde_json::json!({"product_id": id, "quantity": 2}),
+        )
+        .await;
+    assert_eq!(order.status(), reqwest::StatusCode::CREATED);
+    let _ = std::fs::remove_dir_all(&data);
+}
