@@ -316,7 +316,7 @@ pub struct NodeOptions {
     pub admin_password: Option<SecretString>,
 
     /// Log format: `text` or `json`.
-    #[arg(help_heading = "Node", long, env = "MART_LOG_FORMAT", global = true, default_value = "text", value_parser = ["text", "json"])]
+    #[arg(help_heading = "Telemetry", long, env = "MART_LOG_FORMAT", global = true, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
 
     /// Browser origins whose pages may call the API (CORS), comma-separated
