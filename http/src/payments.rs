@@ -91,23 +91,29 @@ fn render(headers: &HeaderMap, outcome: PaymentOutcome) -> Response {
     if !wants_html {
         return Json(outcome).into_response();
     }
-    let message = match outcome.status {
-        PaymentStatus::Succeeded => {
-            "Thank you: your payment was received and your order is confirmed."
-        }
-        PaymentStatus::Pending => {
-            "Your payment is not confirmed yet. This page will know once Stripe does."
-        }
-        PaymentStatus::Failed => {
-            "The payment was not completed. You can try again until the order expires."
-        }
-        PaymentStatus::Expired => "This checkout expired.",
-        PaymentStatus::Refunded => "This payment was refunded.",
+    let (title, message) = match outcome.status {
+        PaymentStatus::Succeeded => (
+            "Payment succeeded",
+            "Thank you: your payment was received and your order is confirmed.",
+        ),
+        PaymentStatus::Pending => (
+            "Payment pending",
+            "Your payment is not confirmed yet. This page will know once Stripe does.",
+        ),
+        PaymentStatus::Failed => (
+            "Payment not completed",
+            "The payment was not completed. You can try again until the order expires.",
+        ),
+        PaymentStatus::Expired => ("Checkout expired", "This checkout expired."),
+        PaymentStatus::Refunded => ("Payment refunded", "This payment was refunded."),
     };
     Html(format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>mart: payment</title></head>\
-         <body><h1>{message}</h1><p>Order <code>{}</code>, payment <code>{}</code>: <b>{:?}</b></p></body></html>",
-        outcome.order_id, outcome.payment_id, outcome.status
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>mart: {title}</title></head>\
+         <body><h1>{title}</h1><p>{message}</p>\
+         <p>Order <code>{}</code>, payment <code>{}</code>.</p></body></html>",
+        outcome.order_id, outcome.payment_id
     ))
     .into_response()
 }

@@ -307,6 +307,7 @@ async fn payment_deps(opts: &NodeOptions) -> anyhow::Result<PaymentDeps> {
                 .map(|s| s.expose_secret().to_owned())
                 .collect(),
             reconcile_after,
+            return_urls: return_urls(opts),
         });
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -336,5 +337,13 @@ async fn payment_deps(opts: &NodeOptions) -> anyhow::Result<PaymentDeps> {
         public_url,
         webhook_secrets: vec![webhook_secret],
         reconcile_after,
+        return_urls: return_urls(opts),
     })
+}
+
+fn return_urls(opts: &NodeOptions) -> mart_actors::payments::ReturnUrls {
+    mart_actors::payments::ReturnUrls {
+        success: opts.checkout_success_url.clone(),
+        cancel: opts.checkout_cancel_url.clone(),
+    }
 }

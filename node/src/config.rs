@@ -231,6 +231,16 @@ pub struct NodeOptions {
     #[arg(help_heading = "Orders and payments", long, env = "MART_PUBLIC_URL", global = true, value_parser = parse_public_url)]
     pub public_url: Option<String>,
 
+    /// Where shoppers land after paying, instead of the edge's own page (a
+    /// storefront's order page): `{ORDER_ID}` becomes the order's id and
+    /// `{CHECKOUT_SESSION_ID}` Stripe's session id
+    #[arg(help_heading = "Orders and payments", long, env = "MART_CHECKOUT_SUCCESS_URL", global = true, value_parser = parse_return_url)]
+    pub checkout_success_url: Option<String>,
+
+    /// Where shoppers land after cancelling at Checkout (same placeholders)
+    #[arg(help_heading = "Orders and payments", long, env = "MART_CHECKOUT_CANCEL_URL", global = true, value_parser = parse_return_url)]
+    pub checkout_cancel_url: Option<String>,
+
     /// Pending payments older than this are settled by asking Stripe (humantime).
     #[arg(help_heading = "Orders and payments", long, env = "MART_PAYMENT_RECONCILE_AFTER", global = true, default_value = "2m", value_parser = humantime::parse_duration)]
     pub payment_reconcile_after: Duration,
@@ -427,6 +437,15 @@ fn parse_cors_origin(raw: &str) -> Result<String, String> {
             "{raw:?} is not an origin (scheme://host[:port], e.g. https://shop.example.com), nor *"
         ));
     }
+    Ok(raw.to_owned())
+}
+
+/// An absolute http(s) URL, placeholders allowed.
+fn parse_return_url(raw: &str) -> Result<String, String> {
+    let probe = raw
+        .replace("{ORDER_ID}", "order")
+        .replace("{CHECKOUT_SESSION_ID}", "session");
+    parse_public_url(&probe)?;
     Ok(raw.to_owned())
 }
 

@@ -205,7 +205,11 @@ async fn a_shopper_pays_on_the_checkout_page_and_the_order_is_paid_once() {
         .send()
         .await
         .expect("html");
-    assert!(page.text().await.expect("html").contains("confirmed"));
+    let page = page.text().await.expect("html");
+    assert!(
+        page.contains("<h1>Payment succeeded</h1>") && page.contains("confirmed"),
+        "{page}"
+    );
 
     shop.eventually_paid(&c).await;
     assert_eq!(
@@ -637,4 +641,135 @@ async fn a_node_killed_between_stripe_and_the_order_finishes_after_restart() {
         }
         Err(e) => panic!("python3 not runnable: {e}"),
     }
+}
+
+/// The in-process test server forgets its sessions when the node restarts.
+/// The reconciler hears Stripe's 404 for the lost session, expires that
+/// attempt (once, not a warning forever), and the shopper pays anew, landing
+/// on the storefront's configured return page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkout_lost_with_a_restart_expires_and_the_order_is_paid_anew() {
+    let mut shop = shop_with(
+        vec![
+            ("MART_PAYMENT_RECONCILE_AFTER".into(), "1s".into()),
+            (
+                "MART_CHECKOUT_SUCCESS_URL".into(),
+                "https://shop.example.com/orders/{ORDER_ID}?session={CHECKOUT_SESSION_ID}".into(),
+            ),
+        ],
+        Some(free_port()),
+        None,
+    )
+    .await;
+    let c = shop.checkout("patient").await;
+    shop.node.kill();
+    shop.node.restart();
+    shop.node.wait_ready(Duration::from_secs(60)).await;
+    let payment = format!("/payments/{}", c.payment["id"].as_str().expect("id"));
+    let mut status = Value::Null;
+    for _ in 0..100 {
+        status = shop.api.get_json(&payment, Some(&c.token)).await["status"].clone();
+        if status == "expired" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, "expired", "log:\n{}", shop.node.log_text());
+    assert_eq!(shop.order_status(&c).await, "awaiting_payment");
+
+    let again: Value = shop
+        .api
+        .post_json("/payments/", Some(&c.token), json!({"order_id": c.order}))
+        .await
+        .json()
+        .await
+        .expect("a new attempt");
+    assert_eq!(again["status"], "pending");
+    let url = again["checkout_url"].as_str().expect("url");
+    let paid = shop
+        .browser
+        .post(format!("{url}/pay"))
+        .send()
+        .await
+        .expect("pay");
+    assert_eq!(paid.status(), StatusCode::SEE_OTHER);
+    let session = url.rsplit('/').next().expect("session");
+    assert_eq!(
+        paid.headers().get("location").and_then(|l| l.to_str().ok()),
+        Some(
+            format!(
+                "https://shop.example.com/orders/{}?session={session}",
+                c.order
+            )
+            .as_str()
+        )
+    );
+    shop.eventually_paid(&c).await;
+    let warnings = shop
+        .node
+        .log_text()
+        .matches("Stripe does not know this checkout session")
+        .count();
+    assert_eq!(warnings, 1, "said once");
+}
+
+/// The test server speaks Stripe's wire format where clients notice: the key
+/// as Basic auth (`curl -u sk_test_...:`), `resource_missing` for an unknown
+/// id, and amounts in the currency's own minor units on the checkout page.
+#[tokio::test]
+async fn the_stripe_test_server_answers_as_stripe_does() {
+    let stripe = StripeServer::start("http://127.0.0.1:9/nowhere").await;
+    let http = reqwest::Client::new();
+    let created: Value = http
+        .post(format!("{}/v1/checkout/sessions", stripe.base))
+        .basic_auth(support::STRIPE_KEY, Some(""))
+        .form(&[
+            ("mode", "payment"),
+            ("success_url", "https://shop.example.com/ok"),
+            ("cancel_url", "https://shop.example.com/no"),
+            ("line_items[0][quantity]", "1"),
+            ("line_items[0][price_data][currency]", "jpy"),
+            ("line_items[0][price_data][unit_amount]", "1500"),
+            (
+                "line_items[0][price_data][product_data][name]",
+                "Matcha Whisk",
+            ),
+        ])
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("session");
+    assert_eq!(created["object"], "checkout.session", "{created}");
+    assert_eq!(created["amount_total"], 1500);
+    let page = http
+        .get(created["url"].as_str().expect("url"))
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    assert!(page.contains("1500 JPY"), "{page}");
+    assert!(!page.contains("15.00"), "{page}");
+
+    let unknown = http
+        .get(format!("{}/v1/checkout/sessions/cs_test_nope", stripe.base))
+        .bearer_auth(support::STRIPE_KEY)
+        .send()
+        .await
+        .expect("retrieve");
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    let error: Value = unknown.json().await.expect("error");
+    assert_eq!(error["error"]["code"], "resource_missing");
+    assert_eq!(error["error"]["type"], "invalid_request_error");
+
+    let wrong = http
+        .get(format!("{}/v1/checkout/sessions/cs_test_nope", stripe.base))
+        .basic_auth("sk_test_wrong", Some(""))
+        .send()
+        .await
+        .expect("retrieve");
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
 }

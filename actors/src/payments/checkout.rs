@@ -120,11 +120,13 @@ impl PaymentService {
 
     fn checkout(&self, order: &Order, payment: PaymentId) -> NewCheckout {
         let public = self.deps.public_url.trim_end_matches('/');
-        let callback = |outcome: &str| {
-            format!(
+        let callback = |outcome: &str, configured: &Option<String>| match configured {
+            Some(url) => url.replace("{ORDER_ID}", &order.id.to_string()),
+            None => format!(
                 "{public}/stripe-callback/payment-{outcome}/?session_id={{CHECKOUT_SESSION_ID}}"
-            )
+            ),
         };
+        let urls = &self.deps.return_urls;
         NewCheckout {
             idempotency_key: format!("checkout-{payment}"),
             currency: order.currency.code().to_owned(),
@@ -139,8 +141,8 @@ impl PaymentService {
                 .collect(),
             order_id: order.id.to_string(),
             payment_id: payment.to_string(),
-            success_url: callback("success"),
-            cancel_url: callback("fail"),
+            success_url: callback("success", &urls.success),
+            cancel_url: callback("fail", &urls.cancel),
             expires_at: session_expiry(order.expires_at),
         }
     }

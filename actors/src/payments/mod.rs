@@ -61,6 +61,17 @@ pub struct PaymentDeps {
     pub webhook_secrets: Vec<String>,
     /// Pending payments older than this are asked about at Stripe.
     pub reconcile_after: Duration,
+    /// Where Stripe sends the shopper back, if not to the edge's own
+    /// callbacks (a storefront's order page): `{ORDER_ID}` becomes the
+    /// order's id, `{CHECKOUT_SESSION_ID}` Stripe fills in.
+    pub return_urls: ReturnUrls,
+}
+
+/// Where shoppers land after Checkout; `None`: the edge's callback pages.
+#[derive(Clone, Debug, Default)]
+pub struct ReturnUrls {
+    pub success: Option<String>,
+    pub cancel: Option<String>,
 }
 
 impl std::fmt::Debug for PaymentDeps {

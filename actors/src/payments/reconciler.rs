@@ -7,6 +7,7 @@ use mart_schema::payment::PaymentStatus;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use super::front::{Outcome, PaymentService, provider};
+use super::gateway::GatewayError;
 use super::store::StoredPayment;
 
 #[derive(Debug, Clone, Copy)]
@@ -63,7 +64,22 @@ impl PaymentService {
             return Ok(());
         };
         let gateway = &self.deps.gateway;
-        let session = gateway.session(session_id).await.map_err(provider)?;
+        let session = match gateway.session(session_id.clone()).await {
+            Ok(session) => session,
+            // Gone at Stripe (a test server that restarted, another account):
+            // nobody can pay it any more. Over, so the order can be paid anew;
+            // asking again would only warn forever.
+            Err(GatewayError::NotFound) => {
+                tracing::warn!(payment = %stored.payment.id, session = %session_id, "Stripe does not know this checkout session; the attempt is expired and the order can be paid again");
+                let (from, to) = (PaymentStatus::Pending, PaymentStatus::Expired);
+                return self
+                    .store
+                    .transition(&stored, from, to, None)
+                    .await
+                    .map(drop);
+            }
+            Err(e) => return Err(provider(e)),
+        };
         if session.payment_status == "paid" {
             let intent = session.payment_intent.as_deref();
             return self.settle_paid(stored, intent).await;

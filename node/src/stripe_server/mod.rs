@@ -84,20 +84,46 @@ pub fn router(config: StripeTestConfig) -> Router {
 }
 
 fn stripe_error(status: StatusCode, kind: &str, message: &str, param: Option<&str>) -> Response {
+    let code = param.map(|_| "parameter_missing");
+    stripe_error_coded(status, kind, message, param, code)
+}
+
+fn stripe_error_coded(
+    status: StatusCode,
+    kind: &str,
+    message: &str,
+    param: Option<&str>,
+    code: Option<&str>,
+) -> Response {
     let mut error = json!({"type": kind, "message": message});
     if let Some(param) = param {
         error["param"] = json!(param);
-        error["code"] = json!("parameter_missing");
+    }
+    if let Some(code) = code {
+        error["code"] = json!(code);
     }
     (status, axum::Json(json!({ "error": error }))).into_response()
 }
 
+/// The secret key as Stripe takes it: a bearer token, or HTTP Basic with the
+/// key as the user name and no password (`curl -u sk_test_...:`).
 fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
-    let expected = format!("Bearer {}", shared.config.api_key);
-    headers
+    use base64::Engine;
+    let Some(given) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|given| given == expected)
+    else {
+        return false;
+    };
+    let key = shared.config.api_key.as_str();
+    if let Some(token) = given.strip_prefix("Bearer ") {
+        return token == key;
+    }
+    given
+        .strip_prefix("Basic ")
+        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+        .and_then(|raw| String::from_utf8(raw).ok())
+        .is_some_and(|pair| pair.split_once(':').is_some_and(|(user, _)| user == key))
 }
 
 fn unauthorized() -> Response {
@@ -288,11 +314,12 @@ fn parse_checkout(form: &HashMap<String, String>) -> Result<NewSession, Invalid>
 }
 
 fn missing(kind: &str, id: &str) -> Response {
-    stripe_error(
+    stripe_error_coded(
         StatusCode::NOT_FOUND,
         "invalid_request_error",
         &format!("No such {kind}: '{id}'"),
         Some("id"),
+        Some("resource_missing"),
     )
 }
 

@@ -20,18 +20,21 @@ pub(super) async fn checkout_page(
             .into_response();
     };
     let amount = session["amount_total"].as_i64().unwrap_or(0);
-    let currency = session["currency"].as_str().unwrap_or("usd").to_uppercase();
+    let code = session["currency"].as_str().unwrap_or("usd");
+    // In the currency's own minor units: ¥1500 is 1500 JPY, $15 is 15.00 USD.
+    let amount = match code.parse::<mart_schema::Currency>() {
+        Ok(currency) => mart_schema::Money::new(amount, currency).to_string(),
+        Err(_) => format!("{amount} {} (minor units)", code.to_uppercase()),
+    };
     let state = session["status"].as_str().unwrap_or("open");
     let page = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>mart test checkout</title></head>\
          <body><h1>mart's Stripe test checkout</h1>\
          <p>This is not Stripe: no money moves. Session <code>{id}</code> is <b>{state}</b>.</p>\
-         <p>Amount: {}.{:02} {currency}</p>\
+         <p>Amount: {amount}</p>\
          <form method=\"post\" action=\"/c/pay/{id}/pay\"><button type=\"submit\">Pay</button></form>\
          <form method=\"post\" action=\"/c/pay/{id}/cancel\"><button type=\"submit\">Cancel</button></form>\
-         </body></html>",
-        amount / 100,
-        amount % 100
+         </body></html>"
     );
     Html(page).into_response()
 }
