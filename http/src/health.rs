@@ -86,10 +86,19 @@ async fn cluster(
     Ok(Json((state.cluster)().await))
 }
 
+/// The services whose entities have owners (documentation of a path).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum EntityService {
+    Inventory,
+    Orders,
+}
+
 /// Which node owns an entity now (admin): a product's stock (`inventory`) or
 /// an order (`orders`), as this node's view of the membership places it.
 #[utoipa::path(get, path = "/cluster/owners/{service}/{id}", tag = "health", security(("bearer" = [])),
-    params(("service" = String, Path, description = "`inventory` or `orders`"),
+    params(("service" = inline(EntityService), Path, description = "`inventory` or `orders`"),
            ("id" = String, Path, description = "product id (inventory) or order id (orders)")),
     responses((status = 200, description = "OK"), (status = 403, description = "not allowed for this caller", body = crate::error::Problem),
               (status = 422, description = "a field is invalid (named in `errors`)", body = crate::error::Problem), (status = 503, description = "a service is unreachable; see Retry-After", body = crate::error::Problem)))]

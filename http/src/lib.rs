@@ -10,6 +10,7 @@
 //! - [`throttle`]: login and registration attempts per account and address.
 
 mod access;
+mod contract;
 pub mod error;
 pub mod extract;
 mod health;
@@ -195,6 +196,9 @@ pub fn router(state: AppState) -> NormalizePath<Router> {
         .merge(notifications::routes())
         .merge(health::routes())
         .split_for_parts();
+    // After the merge: the shared statuses go on every route's operation.
+    let mut api = api;
+    utoipa::Modify::modify(&contract::Contract, &mut api);
     let docs: Router<AppState> = Scalar::with_url("/docs", api.clone())
         .title("mart API")
         .into();

@@ -193,7 +193,7 @@ async fn user_profile(
 
 /// All users (admin), in registration order.
 #[utoipa::path(get, path = "/users", tag = "users", security(("bearer" = [])),
-    params(("limit" = Option<u32>, Query, description = "page size, 1 to 100 (default 20)"),
+    params(("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "page size, 1 to 100 (default 20)"),
            ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
     responses((status = 200, description = "OK", body = Page<User>), (status = 403, description = "not allowed for this caller", body = Problem)))]
 async fn list_users(

@@ -501,3 +501,56 @@ async fn refused_soon(api: &Api, token: &str) {
     let refused = |status| status == StatusCode::UNAUTHORIZED;
     support::profile_settles(api, token, refused, "a revoked token still works").await;
 }
+
+/// Schemathesis (PyPI `schemathesis`, `.ci/run` installs it) derives requests
+/// from `/openapi.json`, valid and not, and sends them to a live node with a
+/// demo catalog: no answer is a 5xx, and every answer's status, content type,
+/// headers and body are the ones the document promises. Bounded: 30 cases
+/// per operation, a fixed seed. Operations that end the caller's own
+/// session (log out, password changes, role changes, deleting users) are left
+/// out, since the run's token must live; `sessions.rs` covers them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_no_server_error_and_no_answer_off_the_document() {
+    let db = TestDb::empty().await;
+    let node = Node::start(NodeSpec::single(&db.url)).await;
+    let api = Api::new(&node.http);
+    let admin = api.admin_token().await;
+    for (name, price, stock) in [("Mug", 1200, 50), ("Plate", 800, 0)] {
+        api.stocked_product(&admin, name, price, stock).await;
+    }
+    let checks = [
+        "not_a_server_error",
+        "status_code_conformance",
+        "content_type_conformance",
+        "response_headers_conformance",
+        "response_schema_conformance",
+    ];
+    let mut command = std::process::Command::new("schemathesis");
+    command
+        .args(["run", &format!("{}/openapi.json", node.http)])
+        .args(["--header", &format!("Authorization: Bearer {admin}")])
+        .args(["--max-examples", "30", "--seed", "1", "--workers", "2"])
+        .args(["--phases", "examples,coverage,fuzzing,stateful"])
+        .args(["--checks", &checks.join(",")]);
+    for own_session in [
+        "logout",
+        "change_password",
+        "update_user",
+        "reset_password",
+        "delete_user",
+    ] {
+        command.args(["--exclude-operation-id", own_session]);
+    }
+    let run = command
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("schemathesis (pip install schemathesis; .ci/run does)");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "schemathesis found problems:\n{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    // The run really reached the API: its token held throughout.
+    assert!(!stdout.contains("401 Unauthorized ("), "{stdout}");
+}

@@ -80,6 +80,7 @@ impl StockPatch {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReservationLine {
     pub product_id: ProductId,
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub quantity: i64,
 }
 

@@ -59,9 +59,13 @@ pub struct Notification {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct NotificationQuery {
+    /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// `pending`, `sent` or `failed`.
+    #[param(value_type = Option<NotificationStatus>)]
     pub status: Option<String>,
     /// Only this user's (admin).
     pub user_id: Option<UserId>,

@@ -98,6 +98,7 @@ pub struct Order {
 #[serde(deny_unknown_fields)]
 pub struct ItemRequest {
     pub product_id: ProductId,
+    #[schema(minimum = 1, maximum = 1000)]
     pub quantity: i64,
 }
 
@@ -175,9 +176,13 @@ impl PlaceOrder {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct OrderQuery {
+    /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Only orders in this status.
+    #[param(value_type = Option<OrderStatus>)]
     pub status: Option<String>,
 }
 
@@ -187,6 +192,9 @@ pub struct OrderQuery {
 )]
 #[serde(deny_unknown_fields)]
 pub struct StatusChange {
+    /// What the order becomes: an admin ships and delivers, the owner cancels.
+    #[schema(value_type = Option<OrderStatus>)]
+    #[param(value_type = Option<OrderStatus>)]
     pub status: Option<String>,
 }
 

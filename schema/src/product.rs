@@ -29,10 +29,12 @@ pub struct NewProduct {
     #[serde(default)]
     pub description: String,
     /// Minor units, an integer: 1999 is 19.99.
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub price: i64,
     /// Lower-case ISO 4217; `usd` when absent.
     pub currency: Option<String>,
     /// Initial quantity on hand; 0 when absent.
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub stock: Option<i64>,
 }
 
@@ -52,15 +54,34 @@ pub struct ProductPatch {
 #[into_params(parameter_in = Query)]
 pub struct ProductQuery {
     /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Words to find in name or description.
     pub q: Option<String>,
+    /// Lowest price, in minor units.
+    #[param(minimum = 0)]
     pub min_price: Option<i64>,
+    /// Highest price, in minor units.
+    #[param(minimum = 0)]
     pub max_price: Option<i64>,
     /// `created_at` (newest first, default), `price`, `-price` or `name`.
+    #[param(inline, value_type = Option<ProductSort>)]
     pub sort: Option<String>,
+}
+
+/// The orders a product listing comes in (documentation of `sort`).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub enum ProductSort {
+    #[serde(rename = "created_at")]
+    CreatedAt,
+    #[serde(rename = "price")]
+    Price,
+    #[serde(rename = "-price")]
+    PriceDescending,
+    #[serde(rename = "name")]
+    Name,
 }
 
 /// Why the product service said no.
