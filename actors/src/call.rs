@@ -36,6 +36,9 @@ pub const DEFAULT_BUDGET: Duration = Duration::from_secs(5);
 
 tokio::task_local! {
     static DEADLINE: Instant;
+    /// The service whose front is handing out the current message (for the
+    /// metrics of the request it starts).
+    static SERVING: Service;
 }
 
 /// When the request this task works for must be answered by.
@@ -197,6 +200,29 @@ impl<M: ractor::Message> ServiceClient<M> {
         T: Send + 'static,
         E: Send + 'static,
     {
+        let answer = self.ask_once(caller, body, variant).await;
+        let outcome = match &answer {
+            Ok(_) => "ok",
+            Err(CallError::Rejected(_)) => "rejected",
+            Err(CallError::Unavailable(_)) => "unavailable",
+            Err(CallError::Timeout) => "timeout",
+            Err(CallError::Failed(_)) => "failed",
+        };
+        crate::measure::called(self.service, outcome);
+        answer
+    }
+
+    async fn ask_once<B, T, E>(
+        &self,
+        caller: Caller,
+        body: B,
+        variant: fn(Wire<Request<B>>, Reply<T, E>) -> M,
+    ) -> Result<T, CallError<E>>
+    where
+        B: Clone,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
         let members = self.members();
         if members.is_empty() {
             return Err(CallError::Unavailable(format!(
@@ -264,8 +290,18 @@ where
         }
     };
     let deadline = request.deadline();
+    let service = SERVING.try_with(|s| *s).ok();
     tokio::spawn(within(deadline, async move {
+        let started = Instant::now();
         let outcome = run(request.caller, request.body).await;
+        if let Some(service) = service {
+            let label = match &outcome {
+                Ok(_) => "ok",
+                Err(Failure::Rejected(_)) => "rejected",
+                Err(Failure::Infra(_)) => "failed",
+            };
+            crate::measure::served(service, label, started.elapsed());
+        }
         let _ = reply.send(Wire::Value(outcome.map_err(Refusal::from)));
     }));
 }
@@ -322,7 +358,7 @@ impl<S: Serve> Actor for Front<S> {
         msg: Self::Msg,
         service: &mut S,
     ) -> Result<(), ActorProcessingErr> {
-        service.serve(msg);
+        SERVING.sync_scope(S::SERVICE, || service.serve(msg));
         Ok(())
     }
 }

@@ -88,6 +88,7 @@ where
         });
         self.keys.insert(actor.get_id(), key);
         self.actors.insert(key, actor.clone());
+        crate::measure::entity_actors(self.service, self.actors.len());
         Ok(actor)
     }
 
@@ -133,6 +134,8 @@ where
         for (_, actor) in self.actors.drain() {
             let _ = actor.drain();
         }
+        crate::measure::ownership_changed(self.service);
+        crate::measure::entity_actors(self.service, 0);
     }
 
     /// Forgets an actor that ended (a supervision event of the router).
@@ -149,6 +152,7 @@ where
             && self.actors.get(&key).is_some_and(|a| a.get_id() == id)
         {
             self.actors.remove(&key);
+            crate::measure::entity_actors(self.service, self.actors.len());
         }
     }
 }

@@ -21,6 +21,8 @@
 //! - `batch`: group commit — a node's writes of one kind (stock, new orders)
 //!   that queue up while a transaction is written go together in the next.
 //! - [`idempotency`]: `Idempotency-Key` handling for requests that create things.
+//! - [`measure`]: the metrics the services record (requests, calls, entity
+//!   actors, domain events, outbox lag, pools), named in one place.
 //! - [`users`], [`products`], [`inventory`], [`orders`], [`payments`],
 //!   [`notifications`]: the services, each laid out the same way: `mod.rs`
 //!   (handle and messages), `front.rs` (the group member), `store.rs` (all
@@ -39,6 +41,7 @@ mod entities;
 pub mod failure;
 pub mod idempotency;
 pub mod inventory;
+pub mod measure;
 pub mod notifications;
 pub mod orders;
 pub mod outbox;

@@ -145,7 +145,10 @@ where
             Ok(CallResult::Success(Wire::Value(answer))) => match answer {
                 Ok(value) => return Ok(value),
                 Err(Owned::Rejected(no)) => return Err(Failure::Rejected(no)),
-                Err(Owned::Moved(why)) => last = why,
+                Err(Owned::Moved(why)) => {
+                    crate::measure::moved(service);
+                    last = why;
+                }
                 Err(Owned::Failed(why)) if retry_unknown => last = why,
                 Err(Owned::Failed(cause)) => {
                     return Err(Failure::Infra(Infra::Remote { service, cause }));

@@ -313,6 +313,8 @@ impl BridgeState {
             }
             match outcomes.next() {
                 Some(Ok(_)) => {
+                    metrics::counter!("mart_kafka_records_total").increment(1);
+                    metrics::gauge!("mart_kafka_bridge_up").set(1.0);
                     let high = self
                         .confirmed
                         .entry((event.source, event.partition))
@@ -321,6 +323,8 @@ impl BridgeState {
                     confirmed += 1;
                 }
                 Some(Err((e, _))) => {
+                    metrics::counter!("mart_kafka_produce_errors_total").increment(1);
+                    metrics::gauge!("mart_kafka_bridge_up").set(0.0);
                     tracing::warn!(error = %e, "kafka did not confirm an event; it will be sent again");
                     break;
                 }

@@ -70,10 +70,18 @@ pub(crate) async fn serve(req: Request, next: Next, budget: Duration) -> Respons
         .into();
     // Cheap clones (shared bytes): the line is usually not written.
     let (method, uri) = (req.method().clone(), req.uri().clone());
+    // The route's template, never the raw path: ids would make a label of
+    // unbounded cardinality.
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .cloned();
     let work = mart_actors::call::within(started + budget, next.run(req));
     let response = REQUEST_ID.scope(id.clone(), work).await;
     let took = started.elapsed();
     let status = response.status().as_u16();
+    let template = route.as_ref().map_or("unmatched", |p| p.as_str());
+    record(template, &method, status, took);
     let path = uri.path();
     if took >= SLOW {
         tracing::warn!(request_id = %id, %method, %path, status, ?took, "slow request");
@@ -81,4 +89,71 @@ pub(crate) async fn serve(req: Request, next: Next, budget: Duration) -> Respons
         tracing::debug!(request_id = %id, %method, %path, status, ?took, "request");
     }
     response
+}
+
+/// The request in the edge's metrics: by route template, method and status
+/// class, with its latency. The handles are kept per thread: looking a
+/// labelled metric up in the recorder on every request cost a fifth of the
+/// edge's throughput on product reads (`mart bench`).
+fn record(route: &str, method: &axum::http::Method, status: u16, took: Duration) {
+    use axum::http::Method;
+    const METHODS: [&str; 8] = [
+        "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "other",
+    ];
+    const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+    let m = match *method {
+        Method::GET => 0,
+        Method::POST => 1,
+        Method::PUT => 2,
+        Method::PATCH => 3,
+        Method::DELETE => 4,
+        Method::HEAD => 5,
+        Method::OPTIONS => 6,
+        _ => 7,
+    };
+    let c = match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    };
+    HANDLES.with_borrow_mut(|handles| {
+        if !handles.contains_key(route) {
+            handles.insert(
+                route.to_owned(),
+                RouteHandles {
+                    route: route.to_owned(),
+                    requests: Default::default(),
+                    latency: Default::default(),
+                },
+            );
+        }
+        let Some(of_route) = handles.get_mut(route) else {
+            return;
+        };
+        let route = of_route.route.clone();
+        of_route.requests[m][c]
+            .get_or_insert_with(|| {
+                metrics::counter!("mart_http_requests_total", "route" => route.clone(), "method" => METHODS[m], "status" => CLASSES[c])
+            })
+            .increment(1);
+        of_route.latency[m]
+            .get_or_insert_with(|| {
+                metrics::histogram!("mart_http_request_duration_seconds", "route" => route, "method" => METHODS[m])
+            })
+            .record(took.as_secs_f64());
+    });
+}
+
+/// One route's metric handles, by method and status class.
+struct RouteHandles {
+    route: String,
+    requests: [[Option<metrics::Counter>; 5]; 8],
+    latency: [Option<metrics::Histogram>; 8],
+}
+
+thread_local! {
+    static HANDLES: std::cell::RefCell<std::collections::HashMap<String, RouteHandles>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
 }

@@ -73,7 +73,13 @@ pub struct AppState {
     pub throttle: throttle::Throttle,
     /// Browser origins allowed to call the API (CORS); none: same origin only.
     pub cors: Cors,
+    /// Renders the node's metrics for `GET /metrics` (Prometheus text);
+    /// `None` when they are served elsewhere (`--metrics-addr`) or not at all.
+    pub metrics: Option<MetricsRender>,
 }
+
+/// Renders the process's metrics in Prometheus' text format.
+pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// Which browser origins may call the API from their pages.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -108,7 +114,14 @@ impl AppState {
             cluster,
             throttle: throttle::Throttle::default(),
             cors: Cors::Off,
+            metrics: None,
         }
+    }
+
+    /// Serves the node's metrics at `GET /metrics`.
+    pub fn with_metrics(mut self, render: MetricsRender) -> Self {
+        self.metrics = Some(render);
+        self
     }
 
     /// Lets pages from these origins call the API.
@@ -145,6 +158,23 @@ impl utoipa::Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// `GET /metrics`: Prometheus' text format, when this edge serves them.
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> axum::response::Response {
+    match &state.metrics {
+        Some(render) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            render(),
+        )
+            .into_response(),
+        None => ApiError::not_found("metrics are not served on this edge").into_response(),
     }
 }
 
@@ -208,6 +238,7 @@ pub fn router(state: AppState) -> NormalizePath<Router> {
     let cors = cors_layer(&state.cors);
     let app = routes
         .merge(docs)
+        .route("/metrics", axum::routing::get(metrics))
         .route(
             "/openapi.json",
             axum::routing::get(move || {

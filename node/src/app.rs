@@ -28,6 +28,8 @@ pub struct App {
     membership: Option<Arc<cluster::Membership>>,
     bridge: Option<Bridge>,
     edge: Option<TcpListener>,
+    /// `--metrics-addr`: Prometheus scrapes here instead of the edge.
+    metrics_listener: Option<TcpListener>,
     keys: Arc<TokenKeys>,
 }
 
@@ -48,6 +50,16 @@ impl App {
             ),
             None => None,
         };
+        let metrics_listener = match opts.metrics_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on --metrics-addr {addr}"))?,
+            ),
+            None => None,
+        };
+        // Before the services start, so nothing they count is lost.
+        crate::telemetry::metrics();
         // Checked before anything starts: a setting librdkafka refuses would
         // have the bridge restart forever while the node looks healthy.
         let kafka = bridge_config(&opts)?;
@@ -108,6 +120,7 @@ impl App {
             membership,
             bridge,
             edge,
+            metrics_listener,
             keys,
         })
     }
@@ -122,6 +135,42 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let render = crate::telemetry::metrics();
+        let sampling = tokio::spawn(sample(
+            self.dbs
+                .pools
+                .iter()
+                .map(|(service, pool)| (*service, pool.clone()))
+                .collect(),
+            self.membership.clone(),
+        ));
+        let scraping = match (self.metrics_listener, &render) {
+            (Some(listener), Some(render)) => {
+                tracing::info!("metrics at http://{}/metrics", listener.local_addr()?);
+                let render = render.clone();
+                let app = axum::Router::new().route(
+                    "/metrics",
+                    axum::routing::get(move || {
+                        let render = render.clone();
+                        async move {
+                            (
+                                [(
+                                    axum::http::header::CONTENT_TYPE,
+                                    "text/plain; version=0.0.4; charset=utf-8",
+                                )],
+                                render(),
+                            )
+                        }
+                    }),
+                );
+                Some(tokio::spawn(async move {
+                    let _ = axum::serve(listener, app).await;
+                }))
+            }
+            _ => None,
+        };
+        // On the edge only when not served on a port of their own.
+        let edge_metrics = render.filter(|_| scraping.is_none());
         match self.edge {
             Some(listener) => {
                 // This node among the configured peers is not a peer.
@@ -141,6 +190,10 @@ impl App {
                     cluster,
                 )
                 .with_cors(self.opts.cors());
+                let state = match edge_metrics {
+                    Some(render) => state.with_metrics(render),
+                    None => state,
+                };
                 let app = mart_http::router(state);
                 tracing::info!("edge listening on http://{}", listener.local_addr()?);
                 // With each connection's address: logins are throttled per address.
@@ -156,6 +209,10 @@ impl App {
             None => shutdown.await,
         }
         tracing::info!("shutting down");
+        sampling.abort();
+        if let Some(scraping) = scraping {
+            scraping.abort();
+        }
         // Not behind Arc::try_unwrap: a clone still held by a connection task
         // would silently skip the graceful leave, and with it the outbox flush and
         // the wait for actors mid-message (a mail sent twice by the next owner).
@@ -171,6 +228,26 @@ impl App {
         self.dbs.close();
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Every few seconds, the gauges nobody updates as they change: the
+/// connection pools, and the cluster as this node sees it.
+async fn sample(
+    pools: Vec<(Service, deadpool_postgres::Pool)>,
+    membership: Option<Arc<cluster::Membership>>,
+) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        every.tick().await;
+        for (service, pool) in &pools {
+            mart_actors::measure::pool(*service, pool.status());
+        }
+        if let Some(membership) = &membership {
+            let connected = membership.sessions().await.len();
+            metrics::gauge!("mart_cluster_peers_connected").set(connected as f64);
+            metrics::gauge!("mart_cluster_peers_configured").set(membership.peers().len() as f64);
+        }
     }
 }
 

@@ -329,6 +329,11 @@ pub struct NodeOptions {
     #[arg(help_heading = "Telemetry", long, env = "MART_LOG_FORMAT", global = true, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
 
+    /// Where Prometheus scrapes `/metrics` (host:port), instead of the edge;
+    /// for nodes without an edge, or to keep metrics off a public port
+    #[arg(help_heading = "Telemetry", long, env = "MART_METRICS_ADDR", global = true, value_parser = parse_socket_addr)]
+    pub metrics_addr: Option<SocketAddr>,
+
     /// Browser origins whose pages may call the API (CORS), comma-separated
     /// (`https://shop.example.com`), or `*` for any. Unset: same origin only
     #[arg(help_heading = "Node", long, env = "MART_CORS_ORIGINS", global = true, value_delimiter = ',', value_parser = parse_cors_origin)]

@@ -64,6 +64,45 @@ fn first_in_a_while(callsite: tracing::callsite::Identifier) -> bool {
     }
 }
 
+/// Histogram buckets of every `_seconds` metric: a millisecond to ten seconds.
+const BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+static METRICS: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
+    std::sync::OnceLock::new();
+
+/// The process's Prometheus recorder, installed on first use (a process may
+/// build several nodes: `mart bench`, the tests), and how to render it.
+pub fn metrics() -> Option<mart_http::MetricsRender> {
+    let handle = METRICS.get_or_init(|| {
+        let builder = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .set_buckets(BUCKETS)
+            .ok()?;
+        match builder.install_recorder() {
+            Ok(handle) => {
+                let upkeep = handle.clone();
+                // Histograms drain what they hold now and then, off any request.
+                let _ = std::thread::Builder::new()
+                    .name("metrics-upkeep".into())
+                    .spawn(move || {
+                        loop {
+                            std::thread::sleep(Duration::from_secs(5));
+                            upkeep.run_upkeep();
+                        }
+                    });
+                Some(handle)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics recorder not installed; /metrics is off");
+                None
+            }
+        }
+    });
+    let handle = handle.clone()?;
+    Some(std::sync::Arc::new(move || handle.render()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,7 +42,12 @@ fn edge_node(name: &str, peer: u16, cookie: &str) -> NodeSpec {
 async fn an_edge_node_serves_users_hosted_on_another_node_and_survives_its_restart() {
     let db = TestDb::empty().await;
     let b_port = free_port();
-    let mut b = Node::start(users_node(&db, b_port)).await;
+    let b_metrics = free_port();
+    let mut b_spec = users_node(&db, b_port);
+    b_spec
+        .extra_env
+        .push(("MART_METRICS_ADDR".into(), format!("127.0.0.1:{b_metrics}")));
+    let mut b = Node::start(b_spec).await;
     let a = Node::start(edge_node("node-a", b_port, COOKIE)).await;
     a.wait_reachable("users", Duration::from_secs(30)).await;
     let api = Api::new(&a.http);
@@ -61,6 +66,49 @@ async fn an_edge_node_serves_users_hosted_on_another_node_and_survives_its_resta
     let (user, token) = api.customer("remote").await;
     let profile: Value = api.get_json("/user_profile", Some(&token)).await;
     assert_eq!(profile["id"], user["id"]);
+
+    // Each node counts its own part: A the HTTP request and its call, B (no
+    // edge: metrics on --metrics-addr) the request it served and the event.
+    let on_a = api.metrics().await;
+    let registered = [
+        ("route", "/register"),
+        ("method", "POST"),
+        ("status", "2xx"),
+    ];
+    assert_eq!(
+        support::metric(&on_a, "mart_http_requests_total", &registered),
+        Some(1.0),
+        "{on_a}"
+    );
+    assert!(
+        support::metric(&on_a, "mart_service_calls_total", &[("service", "users")])
+            .is_some_and(|calls| calls >= 3.0)
+    );
+    let event = [("service", "users"), ("type", "user.registered")];
+    assert_eq!(
+        support::metric(&on_a, "mart_domain_events_total", &event),
+        None
+    );
+    let on_b = reqwest::get(format!("http://127.0.0.1:{b_metrics}/metrics"))
+        .await
+        .expect("B's metrics")
+        .text()
+        .await
+        .expect("text");
+    // The admin made at B's start, and the customer.
+    assert_eq!(
+        support::metric(&on_b, "mart_domain_events_total", &event),
+        Some(2.0),
+        "{on_b}"
+    );
+    assert!(
+        support::metric(
+            &on_b,
+            "mart_service_requests_total",
+            &[("service", "users"), ("outcome", "ok")]
+        )
+        .is_some_and(|served| served >= 3.0)
+    );
 
     // Garbage on the cluster port does not bring B down.
     for junk in [

@@ -220,6 +220,56 @@ async fn a_shopper_pays_on_the_checkout_page_and_the_order_is_paid_once() {
     assert_eq!(shop.stock(&c.product).await["reserved"], 0);
     assert_eq!(shop.events("payments", "payment.succeeded").await, 1);
     assert_eq!(shop.events("orders", "order.paid").await, 1);
+
+    // The node that did the work counted it (GET /metrics, Prometheus text).
+    let metrics = shop.api.metrics().await;
+    let at_least_one = |name: &str, labels: &[(&str, &str)]| {
+        let value = support::metric(&metrics, name, labels);
+        assert!(
+            value.is_some_and(|v| v >= 1.0),
+            "{name} {labels:?} = {value:?} in:\n{metrics}"
+        );
+    };
+    for (service, kind) in [
+        ("orders", "order.placed"),
+        ("orders", "order.paid"),
+        ("inventory", "inventory.reserved"),
+        ("inventory", "inventory.committed"),
+        ("payments", "payment.created"),
+        ("payments", "payment.succeeded"),
+    ] {
+        at_least_one(
+            "mart_domain_events_total",
+            &[("service", service), ("type", kind)],
+        );
+    }
+    at_least_one(
+        "mart_http_requests_total",
+        &[("route", "/orders"), ("method", "POST"), ("status", "2xx")],
+    );
+    at_least_one(
+        "mart_http_request_duration_seconds_count",
+        &[("route", "/orders/{id}"), ("method", "GET")],
+    );
+    at_least_one(
+        "mart_service_requests_total",
+        &[("service", "orders"), ("outcome", "ok")],
+    );
+    at_least_one(
+        "mart_service_calls_total",
+        &[("service", "inventory"), ("outcome", "ok")],
+    );
+    at_least_one("mart_entity_actors", &[("service", "orders")]);
+    at_least_one("mart_db_pool_max_connections", &[("service", "orders")]);
+    assert!(
+        support::metric(
+            &metrics,
+            "mart_outbox_pending_events",
+            &[("service", "orders")]
+        )
+        .is_some(),
+        "{metrics}"
+    );
     let payment = shop
         .api
         .get_json(

@@ -55,7 +55,15 @@ impl Serve for InventoryService {
                     if caller != Caller::Service {
                         s.refuse_other_lines(request.order_id, &lines).await?;
                     }
-                    reserve(request, lines).await
+                    let reserved = reserve(request, lines).await;
+                    if let Err(Failure::Rejected(no)) = &reserved {
+                        crate::measure::reservation_refused(match no {
+                            InventoryError::InsufficientStock { .. } => "insufficient_stock",
+                            InventoryError::UnknownProduct(_) => "unknown_product",
+                            _ => "other",
+                        });
+                    }
+                    reserved
                 })
             }
             InventoryMsg::Settle(request, reply) => {

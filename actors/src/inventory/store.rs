@@ -305,9 +305,7 @@ impl StockStore {
         statements.extend(appended.statements(&outbox));
         match batch::one_round_trip(&client, &statements).await {
             Ok(_) => {
-                if !appended.is_empty() {
-                    self.outbox.wake();
-                }
+                self.outbox.committed(&events);
                 Ok(vec![Wrote::Committed; batches.len()])
             }
             // Some product was written by another actor since: sort it out
@@ -359,9 +357,7 @@ impl StockStore {
             .map(|row| row.get(0))
             .collect();
         tx.commit().await?;
-        if !events.is_empty() {
-            self.outbox.wake();
-        }
+        self.outbox.committed(&events);
         Ok(batches
             .iter()
             .map(|b| {

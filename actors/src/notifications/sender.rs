@@ -94,6 +94,7 @@ impl SenderState {
                 let tried = attempt(&outcome, next.attempts);
                 self.store.finish(&next, tried).await?;
                 if let Err(MailError::Transient(reason)) = outcome {
+                    crate::measure::email_retrying();
                     // The server is away: the rest are due again at once, and
                     // the next round (a second from now) tries again.
                     let rest: Vec<uuid::Uuid> = due.map(|d| d.email.id.0).collect();

@@ -190,7 +190,7 @@ impl OrderStore {
         let appended = OutboxRows::of(&events);
         statements.extend(appended.statements(&outbox));
         batch::one_round_trip(&client, &statements).await?;
-        self.outbox.wake();
+        self.outbox.committed(&events);
         Ok(())
     }
 

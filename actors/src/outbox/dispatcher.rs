@@ -25,6 +25,8 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(500);
 /// How often a dispatcher logs subscribers that are behind.
 const LAG_REPORT: Duration = Duration::from_secs(30);
+/// How often the lag gauges are brought up to date.
+const LAG_GAUGE: Duration = Duration::from_secs(5);
 /// Wake-ups closer together than this share one pass.
 const COALESCE: Duration = Duration::from_millis(20);
 /// The longest pause between attempts at an unreachable or failing subscriber.
@@ -63,6 +65,7 @@ pub struct DispatcherState {
     last_pass: Instant,
     wake_queued: bool,
     last_lag_report: Instant,
+    last_lag_gauge: Instant,
     /// Subscribers whose cursors exist.
     registered: std::collections::HashSet<String>,
     /// Subscribers being delivered to now. Each has a task of its own, so a
@@ -148,6 +151,10 @@ impl Actor for Dispatcher {
             last_pass: Instant::now(),
             wake_queued: false,
             last_lag_report: Instant::now(),
+            // The first pass sets the gauges.
+            last_lag_gauge: Instant::now()
+                .checked_sub(LAG_GAUGE)
+                .unwrap_or_else(Instant::now),
             registered: Default::default(),
             running: HashMap::new(),
         })
@@ -215,23 +222,34 @@ impl Actor for Dispatcher {
             futures::future::join_all(tasks).await;
             let _ = reply.send(());
         }
-        if state.last_lag_report.elapsed() >= LAG_REPORT {
-            state.last_lag_report = Instant::now();
-            state.report_lag().await;
+        if state.last_lag_gauge.elapsed() >= LAG_GAUGE {
+            state.last_lag_gauge = Instant::now();
+            let log = state.last_lag_report.elapsed() >= LAG_REPORT;
+            if log {
+                state.last_lag_report = Instant::now();
+            }
+            state.report_lag(log).await;
         }
         Ok(())
     }
 }
 
 impl DispatcherState {
-    /// Logs every subscriber that is behind (the Kafka bridge while Kafka is down).
-    async fn report_lag(&self) {
+    /// Sets each subscriber's lag gauges and, when `log`, logs every one that
+    /// is behind (the Kafka bridge while Kafka is down).
+    async fn report_lag(&self, log: bool) {
         let service = self.deliverer.args.service;
         let Ok(client) = self.deliverer.args.pool.get().await else {
             return;
         };
         for behind in lag(&client, service).await.unwrap_or_default() {
-            if behind.pending > 0 {
+            crate::measure::outbox_lag(
+                service,
+                &behind.subscriber,
+                behind.pending,
+                behind.oldest_age_secs,
+            );
+            if log && behind.pending > 0 {
                 tracing::info!(
                     %service,
                     subscriber = %behind.subscriber,

@@ -117,10 +117,18 @@ impl Outbox {
     ) -> Result<(), tokio_postgres::Error> {
         self.append(&tx, events).await?;
         tx.commit().await?;
-        if !events.is_empty() {
-            self.wake();
-        }
+        self.committed(events);
         Ok(())
+    }
+
+    /// After a commit that appended `events`: counts them and wakes the
+    /// dispatcher.
+    pub fn committed<E: DomainEvent>(&self, events: &[E]) {
+        if events.is_empty() {
+            return;
+        }
+        crate::measure::committed(self.service, events.iter().map(E::event_type));
+        self.wake();
     }
 
     /// Tells the local dispatcher there is something new (it polls anyway).

@@ -620,3 +620,35 @@ impl Api {
         panic!("no stock record for {name}");
     }
 }
+
+/// The value of metric `name` with (at least) `labels` in a Prometheus text
+/// exposition, summed over the series that match.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        if !(rest.starts_with('{') || rest.starts_with(' ')) {
+            continue;
+        }
+        let (series, value) = rest.rsplit_once(' ')?;
+        if labels
+            .iter()
+            .all(|(k, v)| series.contains(&format!("{k}=\"{v}\"")))
+        {
+            let value: f64 = value.parse().ok()?;
+            found = Some(found.unwrap_or(0.0) + value);
+        }
+    }
+    found
+}
+
+impl Api {
+    /// `GET /metrics` on this edge, as text.
+    pub async fn metrics(&self) -> String {
+        let response = self.get("/metrics", None).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.text().await.expect("metrics")
+    }
+}
