@@ -608,6 +608,30 @@ mod tests {
     }
 
     #[test]
+    fn every_option_has_a_description_and_the_node_options_a_heading() {
+        use clap::CommandFactory;
+        let command = Cli::command();
+        let mut commands = vec![&command];
+        commands.extend(command.get_subcommands());
+        for command in commands {
+            for arg in command.get_arguments() {
+                let name = arg.get_id().as_str();
+                if matches!(name, "help" | "version") {
+                    continue;
+                }
+                assert!(
+                    arg.get_help().is_some(),
+                    "{} --{name} has no description",
+                    command.get_name()
+                );
+                if arg.is_global_set() {
+                    assert!(arg.get_help_heading().is_some(), "--{name} has no heading");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn cors_origins_are_origins_or_any() {
         let cors = |args: &[&str]| {
             let mut all = vec!["mart"];

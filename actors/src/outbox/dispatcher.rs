@@ -25,6 +25,8 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(500);
 /// How often a dispatcher logs subscribers that are behind.
 const LAG_REPORT: Duration = Duration::from_secs(30);
+/// How long a leaving node waits for the last deliveries.
+const FLUSH_WAIT: Duration = Duration::from_secs(1);
 /// How often the lag gauges are brought up to date.
 const LAG_GAUGE: Duration = Duration::from_secs(5);
 /// Wake-ups closer together than this share one pass.
@@ -219,7 +221,10 @@ impl Actor for Dispatcher {
                 .values_mut()
                 .filter_map(|running| running.task.take())
                 .collect();
-            futures::future::join_all(tasks).await;
+            // A subscriber that does not answer (a hung peer) must not hold
+            // the node's exit: what it has not acknowledged stays in the
+            // outbox, and the stopping dispatcher ends the task.
+            let _ = tokio::time::timeout(FLUSH_WAIT, futures::future::join_all(tasks)).await;
             let _ = reply.send(());
         }
         if state.last_lag_gauge.elapsed() >= LAG_GAUGE {
