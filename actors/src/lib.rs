@@ -21,6 +21,7 @@
 //! - `batch`: group commit — a node's writes of one kind (stock, new orders)
 //!   that queue up while a transaction is written go together in the next.
 //! - [`idempotency`]: `Idempotency-Key` handling for requests that create things.
+//! - [`outage`]: an outside dependency's outage, logged once, reminded, ended.
 //! - [`measure`]: the metrics the services record (requests, calls, entity
 //!   actors, domain events, outbox lag, pools), named in one place.
 //! - [`users`], [`products`], [`inventory`], [`orders`], [`payments`],
@@ -44,6 +45,7 @@ pub mod inventory;
 pub mod measure;
 pub mod notifications;
 pub mod orders;
+pub mod outage;
 pub mod outbox;
 pub mod owners;
 pub mod payments;

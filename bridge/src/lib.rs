@@ -206,6 +206,7 @@ pub struct BridgeState {
     /// first could record the acknowledgement) is not produced twice while
     /// this bridge lives.
     confirmed: HashMap<(Service, i16), i64>,
+    outage: mart_actors::outage::Outage,
 }
 
 impl std::fmt::Debug for BridgeState {
@@ -241,6 +242,7 @@ impl Actor for KafkaBridge {
             producer,
             config,
             confirmed: HashMap::new(),
+            outage: mart_actors::outage::Outage::new("Kafka"),
         })
     }
 
@@ -325,11 +327,15 @@ impl BridgeState {
                 Some(Err((e, _))) => {
                     metrics::counter!("mart_kafka_produce_errors_total").increment(1);
                     metrics::gauge!("mart_kafka_bridge_up").set(0.0);
-                    tracing::warn!(error = %e, "kafka did not confirm an event; it will be sent again");
+                    // Unconfirmed events are delivered again later.
+                    self.outage.failed(&e);
                     break;
                 }
                 None => break,
             }
+        }
+        if confirmed == i64::try_from(batch.len()).unwrap_or(i64::MAX) {
+            self.outage.ok();
         }
         confirmed
     }

@@ -13,16 +13,27 @@ use tracing_subscriber::filter::{DynFilterFn, FilterExt};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+/// mart's default filter when `RUST_LOG` is unset. PostgreSQL's NOTICEs
+/// (tokio_postgres logs them at INFO: "relation already exists, skipping"
+/// on every start) go only to DEBUG.
+const DEFAULT_FILTER: &str =
+    "info,ractor=warn,ractor_cluster=warn,tower_http=info,tokio_postgres::connection=warn";
+
 /// How often one of ractor_cluster's warnings may be written.
 const REPEAT_AFTER: Duration = Duration::from_secs(60);
 
 /// `RUST_LOG` (or mart's default), with ractor_cluster's repeats held back.
 fn filter() -> impl tracing_subscriber::layer::Filter<tracing_subscriber::Registry> {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,ractor=warn,ractor_cluster=warn,tower_http=info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     // Asked per event (`sometimes`): whether to write depends on the time.
+    // ractor_cluster's and librdkafka's own lines repeat per retry while a
+    // peer or broker is away (mart says the outage itself, once).
     let repeats = DynFilterFn::new(|metadata, _| {
-        !metadata.target().starts_with("ractor_cluster") || first_in_a_while(metadata.callsite())
+        let chatty = ["ractor_cluster", "rdkafka"]
+            .iter()
+            .any(|target| metadata.target().starts_with(target));
+        !chatty || first_in_a_while(metadata.callsite())
     })
     .with_callsite_filter(|_| tracing::subscriber::Interest::sometimes());
     filter.and(repeats)

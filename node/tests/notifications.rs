@@ -189,7 +189,7 @@ async fn the_checkout_flow_sends_exactly_the_expected_emails_once() {
 async fn an_smtp_outage_loses_nothing_and_a_rejection_is_recorded() {
     let db = TestDb::empty().await;
     let port = free_port();
-    let (_node, api, admin) = node_with_smtp(&db, port).await;
+    let (node, api, admin) = node_with_smtp(&db, port).await;
     let (_, token) = api.customer("patient").await;
     let refused = api
         .register("bouncer", "reject-me@example.test", "tangerine-57-orbit")
@@ -209,6 +209,15 @@ async fn an_smtp_outage_loses_nothing_and_a_rejection_is_recorded() {
         })
     })
     .await;
+
+    // Retried every second, said once.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let log = node.log_text();
+    assert_eq!(
+        log.matches("mail delivery is unavailable").count(),
+        1,
+        "{log}"
+    );
 
     // It comes back: everything arrives, once; the rejected address is failed.
     let sink = SmtpSink::start(port).await;
@@ -239,6 +248,7 @@ async fn an_smtp_outage_loses_nothing_and_a_rejection_is_recorded() {
     )
     .await;
     assert!(sink.to("reject-me@example.test").is_empty());
+    assert_eq!(node.log_text().matches("mail delivery is back").count(), 1);
     let client = db.pool.get().await.expect("client");
     let failed: i64 = client
         .query_one(

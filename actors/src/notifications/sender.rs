@@ -31,6 +31,7 @@ pub(crate) enum SenderMsg {
 pub(crate) struct SenderState {
     store: NotificationStore,
     mailer: Arc<dyn Mailer>,
+    outage: crate::outage::Outage,
 }
 
 impl Actor for MailSender {
@@ -44,7 +45,11 @@ impl Actor for MailSender {
         (store, mailer): Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         myself.send_interval(Duration::from_secs(1), || SenderMsg::Send);
-        Ok(SenderState { store, mailer })
+        Ok(SenderState {
+            store,
+            mailer,
+            outage: crate::outage::Outage::new("mail delivery"),
+        })
     }
 
     async fn handle(
@@ -53,8 +58,10 @@ impl Actor for MailSender {
         _msg: Self::Msg,
         state: &mut SenderState,
     ) -> Result<(), ActorProcessingErr> {
-        if let Err(e) = state.send_due().await {
-            tracing::warn!(error = %e.chain(), "sending notifications failed; will retry");
+        // Tried every second while the server is away: said once, not each time.
+        match state.send_due().await {
+            Ok(()) => state.outage.ok(),
+            Err(e) => state.outage.failed(&e.chain()),
         }
         Ok(())
     }
