@@ -260,6 +260,19 @@ async fn a_shopper_pays_on_the_checkout_page_and_the_order_is_paid_once() {
         &[("service", "inventory"), ("outcome", "ok")],
     );
     at_least_one("mart_entity_actors", &[("service", "orders")]);
+    // Every metric the node exposes is explained in the README's table.
+    let readme = include_str!("../../README.md");
+    for line in metrics.lines() {
+        if let Some(name) = line
+            .strip_prefix("# TYPE ")
+            .and_then(|rest| rest.split_whitespace().next())
+        {
+            assert!(
+                readme.contains(&format!("`{name}")),
+                "{name} is not in the README's table of metrics"
+            );
+        }
+    }
     at_least_one("mart_db_pool_max_connections", &[("service", "orders")]);
     assert!(
         support::metric(
