@@ -167,6 +167,17 @@ async fn revocations_reach_every_node_within_a_second() {
     // A demoted admin keeps no admin rights; a deleted user no access.
     let (helper, helper_token) = on_a.customer("helper").await;
     let helper_path = format!("/users/{}", field(&helper, "id"));
+    // An admin setting a password here is held to the same rule as a reset:
+    // not built from the account's own names.
+    let own_name = on_a
+        .patch(
+            &helper_path,
+            &admin,
+            json!({"password": "helper@example.test"}),
+        )
+        .await;
+    let refused = problem(own_name, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert!(refused["errors"]["password"].is_array(), "{refused}");
     let promote = on_a
         .patch(&helper_path, &admin, json!({"role": "admin"}))
         .await;

@@ -266,7 +266,11 @@ impl UserService {
                     "change it with POST /user_profile/password, giving the current one",
                 );
             } else {
-                rules::check_password(&mut errors, "password", password, &[]);
+                // Not built from the account's own names, as anywhere else.
+                let user = self.store.get(id).await?;
+                let email = patch.email.as_deref().unwrap_or(&user.email);
+                let context = [user.username.as_str(), email, user.email.as_str()];
+                rules::check_password(&mut errors, "password", password, &context);
             }
         }
         errors.into_result().map_err(UserError::Invalid)?;
