@@ -29,7 +29,7 @@ use crate::products::ProductService;
 use crate::products::cache::CacheKeeper;
 use crate::supervisor::{ChildSpec, Supervisor, SupervisorMsg};
 use crate::users::TokenKeeper;
-use crate::users::UserService;
+use crate::users::{RefreshSweeper, UserService};
 
 /// What the hosted services need from the node.
 #[derive(Clone, Debug)]
@@ -222,7 +222,8 @@ fn service_children(
     )];
     match service {
         Service::Users => {
-            children.push(front(UserService::new(pool, deps.keys.clone())));
+            children.push(front(UserService::new(pool.clone(), deps.keys.clone())));
+            children.push(unnamed("refresh-sweeper", RefreshSweeper, pool));
         }
         Service::Products => children.push(front(ProductService::new(pool))),
         Service::Inventory => {

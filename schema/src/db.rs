@@ -86,6 +86,10 @@ pub fn migrations(service: Service) -> Result<Vec<Migration>, DbError> {
                 "V3__sessions",
                 include_str!("../migrations/users/V3__sessions.sql"),
             ),
+            (
+                "V4__refresh_expiry",
+                include_str!("../migrations/users/V4__refresh_expiry.sql"),
+            ),
         ],
         Service::Products => &[
             (

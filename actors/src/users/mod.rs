@@ -7,6 +7,7 @@
 //!   Password hashing runs on the blocking pool.
 //! - `store`: all of the service's SQL.
 //! - `rules`: what makes a username, an email or a password acceptable (pure).
+//! - `sweeper`: deletes refresh tokens past their expiry, every ten minutes.
 //! - `keeper`: [`TokenKeeper`], on every node, keeps the revocation floors
 //!   the edge checks tokens against (see [`crate::auth::revocations`]).
 
@@ -14,6 +15,7 @@ mod front;
 mod keeper;
 mod rules;
 mod store;
+mod sweeper;
 
 use mart_schema::user::{
     Caller, Credentials, PasswordChange, PasswordReset, Registration, TokenGrant, User, UserError,
@@ -28,6 +30,8 @@ pub use keeper::TokenKeeper;
 use ractor::RpcReplyPort;
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
+pub(crate) use sweeper::RefreshSweeper;
+pub use sweeper::sweep_expired_refresh_tokens;
 
 pub use front::{AdminOutcome, UserService};
 
