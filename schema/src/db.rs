@@ -49,6 +49,35 @@ pub fn pool(url: &str, max_size: usize) -> Result<Pool, DbError> {
         .map_err(|e| DbError::Pool(e.to_string()))
 }
 
+/// `url` pointed at database `db`, every other setting kept (TLS included):
+/// both the URL form and the key-value form.
+pub fn with_dbname(url: &str, db: &str) -> String {
+    if let Some(rest) = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+    {
+        let scheme = &url[..url.len() - rest.len()];
+        let (before_query, query) = match rest.split_once('?') {
+            Some((head, query)) => (head, Some(query)),
+            None => (rest, None),
+        };
+        let authority = before_query
+            .split_once('/')
+            .map_or(before_query, |(a, _)| a);
+        return match query {
+            Some(query) => format!("{scheme}{authority}/{db}?{query}"),
+            None => format!("{scheme}{authority}/{db}"),
+        };
+    }
+    let mut parts: Vec<String> = url
+        .split_whitespace()
+        .filter(|part| !part.starts_with("dbname="))
+        .map(str::to_owned)
+        .collect();
+    parts.push(format!("dbname={db}"));
+    parts.join(" ")
+}
+
 /// A `postgresql://` URL for `config` (TCP hosts only), e.g. to hand to
 /// another process or to point at another database on the same server.
 pub fn url_of(config: &tokio_postgres::Config) -> String {
@@ -208,3 +237,25 @@ const MIGRATION_LOCK: i64 = 0x6d61_7274 << 8;
 
 #[cfg(feature = "testing")]
 pub mod testing;
+
+#[cfg(test)]
+mod url_tests {
+    #[test]
+    fn another_database_keeps_every_other_setting() {
+        assert_eq!(
+            super::with_dbname(
+                "postgres://u:p@db:5433/mart?sslmode=verify-full&sslrootcert=/ca.pem",
+                "scratch"
+            ),
+            "postgres://u:p@db:5433/scratch?sslmode=verify-full&sslrootcert=/ca.pem"
+        );
+        assert_eq!(
+            super::with_dbname("postgresql://db", "scratch"),
+            "postgresql://db/scratch"
+        );
+        assert_eq!(
+            super::with_dbname("host=db dbname=mart sslmode=require", "scratch"),
+            "host=db sslmode=require dbname=scratch"
+        );
+    }
+}

@@ -138,11 +138,8 @@ pub async fn run(server_url: &str, options: &BenchOptions) -> anyhow::Result<()>
             .batch_execute(&format!("create database {db}"))
             .await?;
     }
-    let url_of = |db: &str| {
-        let mut config = config.clone();
-        config.dbname(db);
-        mart_schema::db::url_of(&config)
-    };
+    // Next to the server's own URL, TLS settings and all.
+    let url_of = |db: &str| mart_schema::db::with_dbname(server_url, db);
     let mut rows = Vec::new();
     let only = options.only.as_deref();
     let mut outcome = Ok(());

@@ -93,7 +93,8 @@ pub(super) async fn check(url: &str, seen: &Seen) -> anyhow::Result<()> {
         "not every order was placed: {:?}",
         seen.statuses
     );
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    let (config, tls) = mart_schema::db::tls::connector(url)?;
+    let (client, connection) = config.connect(tls).await?;
     let connection = tokio::spawn(connection);
     let row = client
         .query_one(
