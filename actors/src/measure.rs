@@ -43,7 +43,7 @@ pub(crate) fn ownership_changed(service: Service) {
 /// Domain events committed (with their state change) to a service's outbox:
 /// orders placed, paid, cancelled, expired; reservations; payments by
 /// outcome; refunds; emails sent or failed.
-pub(crate) fn committed<'a>(service: Service, types: impl Iterator<Item = &'static str> + 'a) {
+pub(crate) fn committed(service: Service, types: impl Iterator<Item = &'static str>) {
     for kind in types {
         counter!("mart_domain_events_total", "service" => service.name(), "type" => kind)
             .increment(1);

@@ -45,11 +45,6 @@ impl Outage {
             tracing::info!(what = self.what, ?down_for, "{} is back", self.what);
         }
     }
-
-    /// Whether the last attempt failed.
-    pub fn is_down(&self) -> bool {
-        self.down.is_some()
-    }
 }
 
 #[cfg(test)]
@@ -60,12 +55,12 @@ mod tests {
     fn an_outage_is_told_once_and_its_end_once() {
         let mut smtp = Outage::new("the SMTP server");
         smtp.ok();
-        assert!(!smtp.is_down());
+        assert!(smtp.down.is_none());
         smtp.failed(&"connection refused");
         let started = smtp.down.map(|(since, _)| since);
         smtp.failed(&"connection refused");
         assert_eq!(smtp.down.map(|(since, _)| since), started, "same outage");
         smtp.ok();
-        assert!(!smtp.is_down());
+        assert!(smtp.down.is_none());
     }
 }

@@ -119,36 +119,29 @@ fn record(route: &str, method: &axum::http::Method, status: u16, took: Duration)
         _ => 4,
     };
     HANDLES.with_borrow_mut(|handles| {
+        // Looked up by `&str`: the key is allocated once per route, not per request.
         if !handles.contains_key(route) {
-            handles.insert(
-                route.to_owned(),
-                RouteHandles {
-                    route: route.to_owned(),
-                    requests: Default::default(),
-                    latency: Default::default(),
-                },
-            );
+            handles.insert(route.to_owned(), RouteHandles::default());
         }
         let Some(of_route) = handles.get_mut(route) else {
             return;
         };
-        let route = of_route.route.clone();
         of_route.requests[m][c]
             .get_or_insert_with(|| {
-                metrics::counter!("mart_http_requests_total", "route" => route.clone(), "method" => METHODS[m], "status" => CLASSES[c])
+                metrics::counter!("mart_http_requests_total", "route" => route.to_owned(), "method" => METHODS[m], "status" => CLASSES[c])
             })
             .increment(1);
         of_route.latency[m]
             .get_or_insert_with(|| {
-                metrics::histogram!("mart_http_request_duration_seconds", "route" => route, "method" => METHODS[m])
+                metrics::histogram!("mart_http_request_duration_seconds", "route" => route.to_owned(), "method" => METHODS[m])
             })
             .record(took.as_secs_f64());
     });
 }
 
 /// One route's metric handles, by method and status class.
+#[derive(Default)]
 struct RouteHandles {
-    route: String,
     requests: [[Option<metrics::Counter>; 5]; 8],
     latency: [Option<metrics::Histogram>; 8],
 }

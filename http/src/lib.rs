@@ -185,16 +185,21 @@ async fn metrics(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> axum::response::Response {
     match &state.metrics {
-        Some(render) => (
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            render(),
-        )
-            .into_response(),
+        Some(render) => metrics_text(render),
         None => ApiError::not_found("metrics are not served on this edge").into_response(),
     }
+}
+
+/// The metrics as Prometheus scrapes them: here, and on `--metrics-addr`.
+pub fn metrics_text(render: &MetricsRender) -> axum::response::Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render(),
+    )
+        .into_response()
 }
 
 /// Bodies smaller than this go out uncompressed.

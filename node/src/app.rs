@@ -135,6 +135,7 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        // The recorder installed in `build`; this only takes its handle.
         let render = crate::telemetry::metrics();
         let sampling = tokio::spawn(sample(
             self.dbs
@@ -152,15 +153,7 @@ impl App {
                     "/metrics",
                     axum::routing::get(move || {
                         let render = render.clone();
-                        async move {
-                            (
-                                [(
-                                    axum::http::header::CONTENT_TYPE,
-                                    "text/plain; version=0.0.4; charset=utf-8",
-                                )],
-                                render(),
-                            )
-                        }
+                        async move { mart_http::metrics_text(&render) }
                     }),
                 );
                 Some(tokio::spawn(async move {
