@@ -28,7 +28,9 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::failure::{Failure, Infra, Refusal, Rejection};
+use crate::trace::{TARGET, TraceParent};
 use crate::wire::Wire;
+use tracing::Instrument;
 
 /// How long a request may take when nobody set a deadline (background work:
 /// sweeps, subscribers, saga steps).
@@ -65,6 +67,10 @@ pub struct Request<T> {
     /// How long the caller still waits, in milliseconds, when it sent this
     /// (a duration, not a time: the nodes' clocks may differ).
     budget_ms: u64,
+    /// The span that sent it, when traces are on: the serving side's span
+    /// continues its trace, on whichever node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    trace: Option<TraceParent>,
     pub body: T,
 }
 
@@ -74,6 +80,7 @@ impl<T> Request<T> {
         Self {
             caller,
             budget_ms: u64::try_from(remaining().as_millis()).unwrap_or(u64::MAX),
+            trace: crate::trace::current(),
             body,
         }
     }
@@ -82,6 +89,33 @@ impl<T> Request<T> {
     pub fn deadline(&self) -> Instant {
         Instant::now() + Duration::from_millis(self.budget_ms)
     }
+
+    /// A span for serving this request in `service`, continuing its
+    /// sender's trace.
+    pub(crate) fn span(&self, service: Option<Service>) -> tracing::Span {
+        let span = tracing::info_span!(
+            target: TARGET,
+            "serve",
+            otel.name = %format_args!(
+                "{} {}",
+                service.map_or("entity", |s| s.name()),
+                short_type_name::<T>()
+            ),
+            otel.kind = "server",
+            rpc.system = "ractor",
+            otel.status_code = tracing::field::Empty,
+        );
+        crate::trace::continue_from(&span, self.trace.as_ref());
+        span
+    }
+}
+
+/// `NewOrder` for `mart_schema::order::NewOrder`: what a request asks, in
+/// its span's name.
+fn short_type_name<T>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    let plain = full.split('<').next().unwrap_or(full);
+    plain.rsplit("::").next().unwrap_or(plain)
 }
 
 /// The reply port of every service request: a result that may travel.
@@ -200,7 +234,17 @@ impl<M: ractor::Message> ServiceClient<M> {
         T: Send + 'static,
         E: Send + 'static,
     {
-        let answer = self.ask_once(caller, body, variant).await;
+        let span = tracing::info_span!(
+            target: TARGET,
+            "call",
+            otel.name = %format_args!("{} {}", self.service, short_type_name::<B>()),
+            otel.kind = "client",
+            rpc.system = "ractor",
+        );
+        let answer = self
+            .ask_once(caller, body, variant)
+            .instrument(span.clone())
+            .await;
         let outcome = match &answer {
             Ok(_) => "ok",
             Err(CallError::Rejected(_)) => "rejected",
@@ -208,6 +252,9 @@ impl<M: ractor::Message> ServiceClient<M> {
             Err(CallError::Timeout) => "timeout",
             Err(CallError::Failed(_)) => "failed",
         };
+        if !matches!(answer, Ok(_) | Err(CallError::Rejected(_))) {
+            crate::trace::failed(&span, outcome);
+        }
         crate::measure::called(self.service, outcome);
         answer
     }
@@ -291,7 +338,9 @@ where
     };
     let deadline = request.deadline();
     let service = SERVING.try_with(|s| *s).ok();
-    tokio::spawn(within(deadline, async move {
+    let span = request.span(service);
+    let traced = span.clone();
+    let work = within(deadline, async move {
         let started = Instant::now();
         let outcome = run(request.caller, request.body).await;
         if let Some(service) = service {
@@ -302,8 +351,12 @@ where
             };
             crate::measure::served(service, label, started.elapsed());
         }
+        if let Err(Failure::Infra(fault)) = &outcome {
+            crate::trace::failed(&traced, &fault.to_string());
+        }
         let _ = reply.send(Wire::Value(outcome.map_err(Refusal::from)));
-    }));
+    });
+    tokio::spawn(work.instrument(span));
 }
 
 /// What a service's group member serves: its mailbox, and how each request is

@@ -6,7 +6,8 @@
 //! A service keeps its keys in `<schema>.idempotency_keys`. An accepted request
 //! records its outcome in the transaction that writes what it created.
 
-use deadpool_postgres::{Pool, Transaction};
+use crate::pool::Pool;
+use deadpool_postgres::Transaction;
 use mart_schema::UserId;
 use serde::Serialize;
 use serde::de::DeserializeOwned;

@@ -22,6 +22,9 @@
 //!   that queue up while a transaction is written go together in the next.
 //! - [`idempotency`]: `Idempotency-Key` handling for requests that create things.
 //! - [`outage`]: an outside dependency's outage, logged once, reminded, ended.
+//! - [`pool`]: a service's PostgreSQL pool, its checkouts timed.
+//! - [`trace`]: trace context across hops (calls, outbox events, Kafka
+//!   records, subscribers' work) as W3C `traceparent`s.
 //! - [`measure`]: the metrics the services record (requests, calls, entity
 //!   actors, domain events, outbox lag, pools), named in one place.
 //! - [`users`], [`products`], [`inventory`], [`orders`], [`payments`],
@@ -49,9 +52,11 @@ pub mod outage;
 pub mod outbox;
 pub mod owners;
 pub mod payments;
+pub mod pool;
 pub mod products;
 pub mod services;
 pub mod supervisor;
+pub mod trace;
 pub mod users;
 pub mod wire;
 

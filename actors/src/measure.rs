@@ -72,6 +72,12 @@ pub(crate) fn outbox_lag(service: Service, subscriber: &str, pending: i64, oldes
 
 /// A service's connection pool: connections in use and idle, and callers
 /// waiting for one.
+/// How long a caller of `service` waited for a PostgreSQL connection.
+pub(crate) fn pool_checkout(service: Service, took: Duration) {
+    histogram!("mart_db_pool_checkout_seconds", "service" => service.name())
+        .record(took.as_secs_f64());
+}
+
 pub fn pool(service: Service, status: deadpool_postgres::Status) {
     let in_use = status.size.saturating_sub(status.available);
     gauge!("mart_db_pool_connections", "service" => service.name(), "state" => "in_use")

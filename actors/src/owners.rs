@@ -195,14 +195,19 @@ pub(crate) fn serve<Req, A, T, E, F>(
         .into_result()
         .map_err(|reason| Owned::Rejected(E::malformed(reason)))
         .and_then(|request| match actor(&request.body) {
-            Ok(found) => Ok((request.deadline(), ask(found, request.body))),
+            Ok(found) => Ok((
+                request.deadline(),
+                request.span(None),
+                ask(found, request.body),
+            )),
             Err(e) => Err(Owned::Failed(e)),
         });
     match found {
-        Ok((deadline, asked)) => {
-            tokio::spawn(within(deadline, async move {
+        Ok((deadline, span, asked)) => {
+            let work = within(deadline, async move {
                 let _ = reply.send(Wire::Value(asked.await));
-            }));
+            });
+            tokio::spawn(tracing::Instrument::instrument(work, span));
         }
         Err(no) => {
             let _ = reply.send(Wire::Value(Err(no)));

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::Pool;
+use crate::pool::Pool;
 use mart_schema::Service;
 use ractor::{Actor, ActorRef};
 
@@ -35,7 +35,7 @@ use crate::users::{RefreshSweeper, UserService};
 #[derive(Clone, Debug)]
 pub struct ServiceDeps {
     /// One pool per hosted service.
-    pub pools: BTreeMap<Service, Pool>,
+    pub pools: BTreeMap<Service, deadpool_postgres::Pool>,
     pub keys: Arc<TokenKeys>,
     pub settings: ServiceSettings,
     /// The payment provider; required when payments are hosted.
@@ -101,7 +101,8 @@ impl Hosted {
             unnamed("token-keeper", TokenKeeper, ()),
         ];
         for (&service, pool) in &deps.pools {
-            let children = service_children(node, service, pool.clone(), &deps)?;
+            let children =
+                service_children(node, service, Pool::new(pool.clone(), service), &deps)?;
             let name = format!("{}.supervisor", service.group());
             groups.push(ChildSpec::new(name.clone(), move |parent| {
                 let (name, children) = (name.clone(), children.clone());

@@ -18,7 +18,8 @@ async fn the_sweeper_deletes_expired_refresh_tokens_only() {
         )
         .await
         .expect("tokens");
-    let swept = mart_actors::users::sweep_expired_refresh_tokens(&db.pool)
+    let pool = mart_actors::pool::Pool::new(db.pool.clone(), mart_schema::Service::Users);
+    let swept = mart_actors::users::sweep_expired_refresh_tokens(&pool)
         .await
         .expect("sweep");
     assert_eq!(swept, 1250, "every expired one, over several chunks");

@@ -138,7 +138,38 @@ pub fn cloud_event(event: &EventEnvelope) -> serde_json::Value {
     })
 }
 
-/// A W3C `traceparent` for the event: stable across redeliveries.
+/// The record's `traceparent`: the span publishing it when traces are on
+/// (a child of the request that wrote the event), else the writer's own
+/// span if one was kept, else one derived from the event.
+fn record_trace(event: &EventEnvelope, publishing: &tracing::Span) -> String {
+    mart_actors::trace::of(publishing)
+        .map(String::from)
+        .or_else(|| event.traceparent.clone())
+        .unwrap_or_else(|| traceparent(event))
+}
+
+/// A span publishing `event` onto `topic`, continuing its writer's trace.
+fn publishing(event: &EventEnvelope, topic: &str) -> tracing::Span {
+    let span = tracing::info_span!(
+        target: mart_actors::trace::TARGET,
+        "publish",
+        otel.name = %format_args!("{topic} publish"),
+        otel.kind = "producer",
+        messaging.system = "kafka",
+        messaging.operation.type = "send",
+        messaging.destination.name = %topic,
+        event_id = %event.event_id.0,
+    );
+    let parent = event
+        .traceparent
+        .as_deref()
+        .and_then(mart_actors::trace::TraceParent::parse);
+    mart_actors::trace::continue_from(&span, parent.as_ref());
+    span
+}
+
+/// A W3C `traceparent` for an event written with traces off: stable across
+/// redeliveries.
 fn traceparent(event: &EventEnvelope) -> String {
     let trace = event.event_id.0.simple().to_string();
     let span = &event.aggregate_id.simple().to_string()[16..];
@@ -274,14 +305,20 @@ impl BridgeState {
             .filter(|(_, done)| !**done)
             .map(|(event, _)| event)
             .collect();
+        // Each ends when its record is confirmed (or not), below.
+        let mut spans = Vec::with_capacity(fresh.len());
         let prepared: Vec<(String, String, String, String)> = fresh
             .iter()
             .map(|event| {
+                let topic = self.config.topic(event.source);
+                let span = publishing(event, &topic);
+                let trace = record_trace(event, &span);
+                spans.push(span);
                 (
-                    self.config.topic(event.source),
+                    topic,
                     event.aggregate_id.to_string(),
                     cloud_event(event).to_string(),
-                    traceparent(event),
+                    trace,
                 )
             })
             .collect();
@@ -307,12 +344,14 @@ impl BridgeState {
         // How many events, from the first, are on Kafka: skipped ones were
         // already; fresh ones in the order they were sent.
         let mut outcomes = results.into_iter();
+        let mut spans = spans.into_iter();
         let mut confirmed = 0;
         for (event, done) in batch.iter().zip(already) {
             if done {
                 confirmed += 1;
                 continue;
             }
+            let span = spans.next();
             match outcomes.next() {
                 Some(Ok(_)) => {
                     metrics::counter!("mart_kafka_records_total").increment(1);
@@ -325,6 +364,9 @@ impl BridgeState {
                     confirmed += 1;
                 }
                 Some(Err((e, _))) => {
+                    if let Some(span) = &span {
+                        mart_actors::trace::failed(span, &e.to_string());
+                    }
                     metrics::counter!("mart_kafka_produce_errors_total").increment(1);
                     metrics::gauge!("mart_kafka_bridge_up").set(0.0);
                     // Unconfirmed events are delivered again later.
@@ -510,6 +552,7 @@ mod tests {
             seq: 42,
             occurred_at: time::OffsetDateTime::now_utc(),
             data: serde_json::json!({"order_id": "x"}),
+            traceparent: None,
         };
         let ce = cloud_event(&event);
         assert_eq!(ce["specversion"], "1.0");

@@ -12,6 +12,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
 
+use mart_actors::trace::{self, TARGET, TraceParent};
+use tracing::Instrument;
+
 use crate::error::ApiError;
 
 /// A request slower than this is logged at WARN.
@@ -76,19 +79,66 @@ pub(crate) async fn serve(req: Request, next: Next, budget: Duration) -> Respons
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .cloned();
+    let template = route.as_ref().map_or("unmatched", |p| p.as_str());
+    let span = span(&req, &method, template);
     let work = mart_actors::call::within(started + budget, next.run(req));
-    let response = REQUEST_ID.scope(id.clone(), work).await;
+    let mut response = REQUEST_ID
+        .scope(id.clone(), work)
+        .instrument(span.clone())
+        .await;
     let took = started.elapsed();
     let status = response.status().as_u16();
-    let template = route.as_ref().map_or("unmatched", |p| p.as_str());
+    traced(&span, &mut response, status);
     record(template, &method, status, took);
     let path = uri.path();
-    if took >= SLOW {
-        tracing::warn!(request_id = %id, %method, %path, status, ?took, "slow request");
-    } else {
-        tracing::debug!(request_id = %id, %method, %path, status, ?took, "request");
-    }
+    // In the request's span: a slow request's line names its trace.
+    span.in_scope(|| {
+        if took >= SLOW {
+            tracing::warn!(request_id = %id, %method, %path, status, ?took, "slow request");
+        } else {
+            tracing::debug!(request_id = %id, %method, %path, status, ?took, "request");
+        }
+    });
     response
+}
+
+/// The request's span (when traces are on): a child of the caller's
+/// `traceparent` if it sent one, else the root of a new trace.
+fn span(req: &Request, method: &axum::http::Method, route: &str) -> tracing::Span {
+    let span = tracing::info_span!(
+        target: TARGET,
+        "request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+    );
+    if span.is_disabled() {
+        return span;
+    }
+    let parent = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceParent::parse);
+    trace::continue_from(&span, parent.as_ref());
+    span
+}
+
+/// Ends the request's span with its status, and tells the caller the
+/// trace's id (`x-trace-id`), to find it in the trace backend.
+fn traced(span: &tracing::Span, response: &mut Response, status: u16) {
+    let Some(context) = trace::of(span) else {
+        return;
+    };
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        trace::failed(span, &status.to_string());
+    }
+    if let Ok(value) = axum::http::HeaderValue::from_str(context.trace_id()) {
+        response.headers_mut().insert("x-trace-id", value);
+    }
 }
 
 /// The request in the edge's metrics: by route template, method and status

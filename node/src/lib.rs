@@ -312,7 +312,10 @@ pub(crate) async fn admin(
         .pools
         .get(&Service::Users)
         .context("the user service's database is not configured")?;
-    let users = UserService::new(pool.clone(), token_keys(opts)?);
+    let users = UserService::new(
+        mart_actors::pool::Pool::new(pool.clone(), Service::Users),
+        token_keys(opts)?,
+    );
     let outcome = users
         .ensure_admin(email, password)
         .await

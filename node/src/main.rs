@@ -8,8 +8,16 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = mart_node::config::parse();
-    mart_node::telemetry::init(&cli.node.log_format);
-    match mart_node::run(cli).await {
+    let telemetry = match mart_node::telemetry::init(&cli.node.log_format, &cli.node.node_name) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("mart: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let outcome = mart_node::run(cli).await;
+    telemetry.shutdown().await;
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // One line a person can act on.

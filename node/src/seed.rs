@@ -94,10 +94,13 @@ async fn load(
     let mut report = Vec::new();
 
     let password = new_password();
-    let admin = match UserService::new(users_pool.clone(), keys.clone())
-        .ensure_admin(ADMIN_EMAIL, &password)
-        .await
-        .map_err(anyhow::Error::msg)?
+    let admin = match UserService::new(
+        mart_actors::pool::Pool::new(users_pool.clone(), Service::Users),
+        keys.clone(),
+    )
+    .ensure_admin(ADMIN_EMAIL, &password)
+    .await
+    .map_err(anyhow::Error::msg)?
     {
         AdminOutcome::Created(user) => {
             report.push(format!(

@@ -1,15 +1,29 @@
-//! Logs and spans: text for people, JSON for machines; `RUST_LOG` filters.
-//! Colour only on a terminal. ractor_cluster's warnings are kept to one a
-//! minute per place in its code: a peer with the wrong cookie retries every
-//! 500 ms, and each attempt would otherwise be a line.
+//! Logs, traces and metrics.
+//!
+//! - Logs: text for people, JSON for machines (with the OpenTelemetry trace
+//!   and span ids of the line's span); `RUST_LOG` filters. Colour only on a
+//!   terminal. ractor_cluster's warnings are kept to one a minute per place
+//!   in its code: a peer with the wrong cookie retries every 500 ms, and each
+//!   attempt would otherwise be a line.
+//! - Traces: off unless an OTLP endpoint is set, with OpenTelemetry's own
+//!   variables (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_PROTOCOL`
+//!   `http/protobuf` or `http/json`, `OTEL_SERVICE_NAME`,
+//!   `OTEL_TRACES_SAMPLER(_ARG)`, `OTEL_BSP_*`), read by the SDK. mart's
+//!   spans (target [`mart_actors::trace::TARGET`]) become OpenTelemetry spans
+//!   exported in batches from a thread of their own.
+//! - Metrics: one Prometheus recorder per process ([`metrics`]).
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use mart_actors::trace::TARGET;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::filter::{DynFilterFn, FilterExt};
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::{DynFilterFn, FilterExt, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -23,9 +37,17 @@ const DEFAULT_FILTER: &str =
 const REPEAT_AFTER: Duration = Duration::from_secs(60);
 
 /// `RUST_LOG` (or mart's default), with ractor_cluster's repeats held back.
-fn filter() -> impl tracing_subscriber::layer::Filter<tracing_subscriber::Registry> {
+/// mart's trace spans are seen by the log only when `with_spans` (JSON logs
+/// with traces on: a line names its trace); text lines would only get
+/// longer.
+fn filter<S>(with_spans: bool) -> impl tracing_subscriber::layer::Filter<S> {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let spans = if with_spans { "info" } else { "off" };
+    let filter = match format!("{TARGET}={spans}").parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
     // Asked per event (`sometimes`): whether to write depends on the time.
     // ractor_cluster's and librdkafka's own lines repeat per retry while a
     // peer or broker is away (mart says the outage itself, once).
@@ -39,24 +61,135 @@ fn filter() -> impl tracing_subscriber::layer::Filter<tracing_subscriber::Regist
     filter.and(repeats)
 }
 
-pub fn init(format: &str) {
-    let filter = filter();
+/// What must happen before the process exits: spans still buffered are
+/// exported.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    traces: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Exports the spans still buffered (at most the exporter's timeout).
+    pub async fn shutdown(self) {
+        if let Some(provider) = self.traces {
+            let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        }
+    }
+}
+
+/// Installs logging and, if an OTLP endpoint is configured, trace export.
+/// `node` names this node in every span (`service.instance.id`).
+pub fn init(format: &str, node: &str) -> Result<Telemetry, String> {
+    let traces = tracer_provider(node)?;
+    let otel = traces.as_ref().map(otel_layer);
     let ansi = std::io::stderr().is_terminal();
-    let layer = tracing_subscriber::fmt::layer()
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr);
-    // A second init (tests) is harmless; ignore it.
-    let _ = if format == "json" {
-        use tracing_subscriber::Layer;
-        tracing_subscriber::registry()
-            .with(layer.json().with_filter(filter))
-            .try_init()
+    let (text, json) = if format == "json" {
+        let json = json_layer(std::io::stderr, traces.is_some());
+        (None, Some(json))
     } else {
-        use tracing_subscriber::Layer;
-        tracing_subscriber::registry()
-            .with(layer.with_filter(filter))
-            .try_init()
+        let text = tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+            .with_filter(filter(false));
+        (Some(text), None)
     };
+    // A second init (tests) is harmless; ignore it.
+    let _ = tracing_subscriber::registry()
+        .with(otel)
+        .with(text)
+        .with(json)
+        .try_init();
+    if traces.is_some() {
+        tracing::info!(node, "exporting traces over OTLP/HTTP");
+    }
+    Ok(Telemetry { traces })
+}
+
+/// mart's trace spans, as OpenTelemetry spans of `provider`.
+fn otel_layer<S>(provider: &SdkTracerProvider) -> impl Layer<S> + use<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("mart"))
+        .with_filter(Targets::new().with_target(TARGET, tracing::Level::INFO))
+}
+
+/// One JSON object per line; with traces on, each line in a traced span
+/// names it (`openTelemetry.traceId`, `openTelemetry.spanId`).
+fn json_layer<S, W>(writer: W, traced: bool) -> impl Layer<S> + use<S, W>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    json_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_opentelemetry_ids(true)
+        .with_filter(filter(traced))
+}
+
+/// The standard variable, unless unset or blank.
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// The tracer provider the `OTEL_*` variables ask for, or `None` when no
+/// OTLP endpoint is set (or traces are switched off).
+fn tracer_provider(node: &str) -> Result<Option<SdkTracerProvider>, String> {
+    let endpoint = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or(env("OTEL_EXPORTER_OTLP_ENDPOINT"));
+    let disabled = env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        || env("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"));
+    if endpoint.is_none() || disabled {
+        return Ok(None);
+    }
+    for name in [
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+    ] {
+        if let Some(protocol) = env(name)
+            && !matches!(protocol.as_str(), "http/protobuf" | "http/json")
+        {
+            return Err(format!(
+                "{name}={protocol}: mart exports traces over OTLP/HTTP; \
+                 use http/protobuf or http/json"
+            ));
+        }
+    }
+    let mut resource = opentelemetry_sdk::Resource::builder()
+        .with_attribute(opentelemetry::KeyValue::new(
+            "service.instance.id",
+            node.to_owned(),
+        ))
+        .with_attribute(opentelemetry::KeyValue::new(
+            "service.version",
+            env!("CARGO_PKG_VERSION"),
+        ));
+    let named = env("OTEL_SERVICE_NAME").is_some()
+        || env("OTEL_RESOURCE_ATTRIBUTES").is_some_and(|a| a.contains("service.name="));
+    if !named {
+        resource = resource.with_service_name("mart");
+    }
+    let resource = resource.build();
+    // The exporter's HTTP client (reqwest's blocking one) keeps a runtime of
+    // its own, which may be neither made nor dropped on a runtime thread.
+    let exporter = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                opentelemetry_otlp::SpanExporter::builder()
+                    .with_http()
+                    .build()
+            })
+            .join()
+    })
+    .map_err(|_| "the OTLP exporter could not be built".to_string())?
+    .map_err(|e| format!("OTLP exporter: {e}"))?;
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build();
+    Ok(Some(provider))
 }
 
 /// Whether an event from `callsite` may be written now: the first time, and
@@ -118,7 +251,6 @@ pub fn metrics() -> Option<mart_http::MetricsRender> {
 mod tests {
     use super::*;
     use std::sync::Arc;
-    use tracing_subscriber::Layer;
 
     #[derive(Clone, Default)]
     struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -140,7 +272,7 @@ mod tests {
         let layer = tracing_subscriber::fmt::layer()
             .with_ansi(false)
             .with_writer(move || writer.clone())
-            .with_filter(filter());
+            .with_filter(filter(false));
         let subscriber = tracing_subscriber::registry().with(layer);
         tracing::subscriber::with_default(subscriber, || {
             for _ in 0..5 {
@@ -152,5 +284,35 @@ mod tests {
         assert_eq!(text.matches("unauthenticated session").count(), 1, "{text}");
         assert_eq!(text.matches("a line of mart's own").count(), 5, "{text}");
         assert!(!text.contains('\u{1b}'), "no colour codes: {text}");
+    }
+
+    #[test]
+    fn a_json_line_in_a_traced_span_names_its_trace_and_span() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(otel_layer(&provider))
+            .with(json_layer(move || writer.clone(), true));
+        let traced = tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(target: TARGET, "request");
+            let parent = mart_actors::trace::TraceParent::parse(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            );
+            mart_actors::trace::continue_from(&span, parent.as_ref());
+            span.in_scope(|| tracing::warn!("slow request"));
+            mart_actors::trace::of(&span).expect("traced")
+        });
+        let text = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf-8");
+        let line: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON line");
+        assert_eq!(line["fields"]["message"], "slow request", "{line}");
+        let ids = &line["openTelemetry"];
+        assert_eq!(ids["traceId"], "4bf92f3577b34da6a3ce929d0e0e4736", "{line}");
+        assert_eq!(traced.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            ids["spanId"].as_str(),
+            traced.as_str().get(36..52),
+            "the line's span: {line}"
+        );
     }
 }

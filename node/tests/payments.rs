@@ -274,6 +274,7 @@ async fn a_shopper_pays_on_the_checkout_page_and_the_order_is_paid_once() {
         }
     }
     at_least_one("mart_db_pool_max_connections", &[("service", "orders")]);
+    at_least_one("mart_db_pool_checkout_seconds_count", &[("service", "orders")]);
     assert!(
         support::metric(
             &metrics,

@@ -97,6 +97,8 @@ pub fn url_of(config: &tokio_postgres::Config) -> String {
 
 /// The outbox tables, the same for every service, created in its own schema.
 const OUTBOX_TEMPLATE: &str = include_str!("../migrations/outbox.sql");
+/// The outbox's trace column, added to every service's outbox ({schema}).
+const OUTBOX_TRACE: &str = include_str!("../migrations/outbox_trace.sql");
 
 /// The migrations of `service`, in order. V1 is always the outbox.
 pub fn migrations(service: Service) -> Result<Vec<Migration>, DbError> {
@@ -119,6 +121,7 @@ pub fn migrations(service: Service) -> Result<Vec<Migration>, DbError> {
                 "V4__refresh_expiry",
                 include_str!("../migrations/users/V4__refresh_expiry.sql"),
             ),
+            ("V5__outbox_trace", OUTBOX_TRACE),
         ],
         Service::Products => &[
             (
@@ -129,6 +132,7 @@ pub fn migrations(service: Service) -> Result<Vec<Migration>, DbError> {
                 "V3__changes_feed",
                 include_str!("../migrations/products/V3__changes_feed.sql"),
             ),
+            ("V4__outbox_trace", OUTBOX_TRACE),
         ],
         Service::Inventory => &[
             (
@@ -143,11 +147,15 @@ pub fn migrations(service: Service) -> Result<Vec<Migration>, DbError> {
                 "V4__returned_lines",
                 include_str!("../migrations/inventory/V4__returned_lines.sql"),
             ),
+            ("V5__outbox_trace", OUTBOX_TRACE),
         ],
-        Service::Orders => &[(
-            "V2__orders",
-            include_str!("../migrations/orders/V2__orders.sql"),
-        )],
+        Service::Orders => &[
+            (
+                "V2__orders",
+                include_str!("../migrations/orders/V2__orders.sql"),
+            ),
+            ("V3__outbox_trace", OUTBOX_TRACE),
+        ],
         Service::Payments => &[
             (
                 "V2__payments",
@@ -157,18 +165,27 @@ pub fn migrations(service: Service) -> Result<Vec<Migration>, DbError> {
                 "V3__orders_learn_from_the_outbox",
                 include_str!("../migrations/payments/V3__orders_learn_from_the_outbox.sql"),
             ),
+            ("V4__outbox_trace", OUTBOX_TRACE),
         ],
-        Service::Notifications => &[(
-            "V2__notifications",
-            include_str!("../migrations/notifications/V2__notifications.sql"),
-        )],
+        Service::Notifications => &[
+            (
+                "V2__notifications",
+                include_str!("../migrations/notifications/V2__notifications.sql"),
+            ),
+            ("V3__outbox_trace", OUTBOX_TRACE),
+            (
+                "V4__traced_emails",
+                include_str!("../migrations/notifications/V4__traced_emails.sql"),
+            ),
+        ],
     };
     let mut all = vec![
         Migration::unapplied("V1__outbox", &OUTBOX_TEMPLATE.replace("{schema}", schema))
             .map_err(fail)?,
     ];
     for (name, sql) in own {
-        all.push(Migration::unapplied(name, sql).map_err(fail)?);
+        let sql = sql.replace("{schema}", schema);
+        all.push(Migration::unapplied(name, &sql).map_err(fail)?);
     }
     Ok(all)
 }

@@ -26,6 +26,10 @@ pub struct EventEnvelope {
     #[serde(with = "time::serde::rfc3339")]
     pub occurred_at: OffsetDateTime,
     pub data: serde_json::Value,
+    /// The W3C `traceparent` of the span that wrote the event, when traces
+    /// were on: subscribers and the Kafka bridge continue its trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// A domain event a service writes to its outbox.

@@ -29,6 +29,7 @@ use super::writer::StockWriter;
 use crate::batch;
 use crate::failure::{self, Rejection};
 use crate::owners::Owned;
+use crate::trace::TraceParent;
 
 /// A stock actor with nothing to do for this long stops; its product's state
 /// is in PostgreSQL and it is started again on the next request.
@@ -37,11 +38,15 @@ const IDLE: Duration = Duration::from_secs(60);
 const RECENT: usize = 4096;
 
 pub(crate) type OpReply = RpcReplyPort<Result<OpDone, Owned<InventoryError>>>;
+/// A change waiting for the next flush.
+type Queued = (StockOp, Option<OpReply>, Option<TraceParent>);
 
 /// The stock actor's mailbox; local only.
 #[derive(Debug, ractor_cluster::RactorMessage)]
 pub(crate) enum StockMsg {
-    Op(StockOp, Option<OpReply>),
+    /// A change, who waits for its answer, and the trace of the request
+    /// asking (its events continue it).
+    Op(StockOp, Option<OpReply>, Option<TraceParent>),
     Levels(RpcReplyPort<Result<StockLevels, Owned<InventoryError>>>),
     /// Decide and write everything queued so far.
     Flush,
@@ -68,7 +73,7 @@ pub(crate) struct StockState {
     levels: Option<Levels>,
     open: HashMap<OrderId, Line>,
     recent: HashMap<OrderId, Line>,
-    pending: Vec<(StockOp, Option<OpReply>)>,
+    pending: Vec<Queued>,
     flush_queued: bool,
     last_active: Instant,
     /// Another node owns the product now: everything still queued is "moved".
@@ -119,7 +124,7 @@ impl Actor for StockActor {
             return Ok(());
         }
         match msg {
-            StockMsg::Op(op, reply) => state.enqueue(&myself, op, reply),
+            StockMsg::Op(op, reply, trace) => state.enqueue(&myself, op, reply, trace),
             StockMsg::Levels(reply) => {
                 let view = state::view(state.args.product_id, state.levels.as_ref());
                 let _ = reply.send(view.map_err(Owned::Rejected));
@@ -139,7 +144,7 @@ impl Actor for StockActor {
                         order_id,
                         expired: true,
                     };
-                    state.enqueue(&myself, op, None);
+                    state.enqueue(&myself, op, None, None);
                 }
                 // The due lines are being released; the next alarm is for
                 // the first line that is not due yet.
@@ -173,15 +178,20 @@ struct Decided {
     scratch: Scratch,
     answers: Vec<Result<OpDone, InventoryError>>,
     events: Vec<mart_schema::inventory::InventoryEvent>,
+    /// Per event, the trace of the change that published it.
+    traces: Vec<Option<String>>,
 }
 
 impl Decided {
-    fn of(mut scratch: Scratch, batch: &[(StockOp, Option<OpReply>)]) -> Self {
+    fn of(mut scratch: Scratch, batch: &[Queued]) -> Self {
         let now = mart_schema::now();
         let mut events = Vec::new();
+        let mut traces = Vec::new();
         let mut answers = Vec::with_capacity(batch.len());
-        for (op, _) in batch {
+        for (op, _, trace) in batch {
             let (answer, mut published) = state::decide(&mut scratch, op, now);
+            let trace = trace.as_ref().map(|t| t.as_str().to_owned());
+            traces.extend(std::iter::repeat_n(trace, published.len()));
             events.append(&mut published);
             answers.push(answer);
         }
@@ -189,6 +199,7 @@ impl Decided {
             scratch,
             answers,
             events,
+            traces,
         }
     }
 }
@@ -220,8 +231,14 @@ impl StockState {
         }
     }
 
-    fn enqueue(&mut self, myself: &ActorRef<StockMsg>, op: StockOp, reply: Option<OpReply>) {
-        self.pending.push((op, reply));
+    fn enqueue(
+        &mut self,
+        myself: &ActorRef<StockMsg>,
+        op: StockOp,
+        reply: Option<OpReply>,
+        trace: Option<TraceParent>,
+    ) {
+        self.pending.push((op, reply, trace));
         // Everything already in the mailbox arrives before this Flush, so one
         // flush takes every change that queued up meanwhile.
         if !self.flush_queued {
@@ -232,7 +249,7 @@ impl StockState {
     fn refuse_moved(&self, msg: StockMsg) {
         let moved = || Owned::Moved(format!("product {} moved", self.args.product_id));
         match msg {
-            StockMsg::Op(_, Some(reply)) => {
+            StockMsg::Op(_, Some(reply), _) => {
                 let _ = reply.send(Err(moved()));
             }
             StockMsg::Levels(reply) => {
@@ -259,7 +276,7 @@ impl StockState {
         let product_id = self.args.product_id;
         let Some(start) = self.levels.clone() else {
             let unknown = || Owned::Rejected(InventoryError::UnknownProduct(product_id));
-            for reply in batch.into_iter().filter_map(|(_, reply)| reply) {
+            for reply in batch.into_iter().filter_map(|(_, reply, _)| reply) {
                 let _ = reply.send(Err(unknown()));
             }
             self.stop_if_unknown(myself);
@@ -277,6 +294,7 @@ impl StockState {
                 levels: decided.scratch.levels.clone(),
                 lines: decided.scratch.touched.clone(),
                 events: decided.events.clone(),
+                traces: decided.traces.clone(),
                 assumed_new,
             };
             let wrote = match batch::write::<StockWriter>(write).await {
@@ -293,7 +311,7 @@ impl StockState {
                 }
                 Err(e) if e.is_data_exception() => {
                     let refused = failure::unstorable(&e);
-                    for reply in batch.into_iter().filter_map(|(_, reply)| reply) {
+                    for reply in batch.into_iter().filter_map(|(_, reply, _)| reply) {
                         let no = InventoryError::malformed(refused.clone());
                         let _ = reply.send(Err(Owned::Rejected(no)));
                     }
@@ -305,7 +323,7 @@ impl StockState {
                 Wrote::Stale if !look_up_all => look_up_all = true,
                 Wrote::Committed => {
                     self.remember(myself, decided.scratch);
-                    for ((_, reply), answer) in batch.into_iter().zip(decided.answers) {
+                    for ((_, reply, _), answer) in batch.into_iter().zip(decided.answers) {
                         if let Some(reply) = reply {
                             let _ = reply.send(answer.map_err(Owned::Rejected));
                         }
@@ -316,7 +334,7 @@ impl StockState {
                     tracing::info!(product = %product_id, "ownership moved; handing over");
                     let moved =
                         || Owned::Moved(format!("product {product_id} moved to another owner"));
-                    for reply in batch.into_iter().filter_map(|(_, reply)| reply) {
+                    for reply in batch.into_iter().filter_map(|(_, reply, _)| reply) {
                         let _ = reply.send(Err(moved()));
                     }
                     self.fenced = true;
@@ -334,13 +352,13 @@ impl StockState {
     async fn scratch(
         &self,
         levels: Levels,
-        batch: &[(StockOp, Option<OpReply>)],
+        batch: &[Queued],
         look_up_all: bool,
     ) -> Result<(Scratch, Vec<OrderId>), ActorProcessingErr> {
         let mut lines = HashMap::new();
         let mut unknown = BTreeSet::new();
         let mut reserving = BTreeSet::new();
-        for (op, _) in batch {
+        for (op, _, _) in batch {
             let Some(order) = op.order() else { continue };
             match self.open.get(&order).or_else(|| self.recent.get(&order)) {
                 Some(line) => {

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::batch::{BatchWrite, GroupCommit};
+use crate::pool::Pool;
 use mart_schema::db::testing::TestDb;
 use ractor::rpc::CallResult;
 
@@ -30,7 +31,7 @@ async fn stocked(
         )
         .await
         .expect("stock");
-    let store = StockStore::new(db.pool.clone());
+    let store = StockStore::new(Pool::new(db.pool.clone(), mart_schema::Service::Inventory));
     let name = Some(<StockWriter as BatchWrite>::NAME.to_owned());
     let writer = GroupCommit::<StockWriter>::new();
     let (writer, _) = Actor::spawn(name, writer, StockWriter(store.clone()))
@@ -74,7 +75,7 @@ async fn reserve_for(
     };
     match actor
         .call(
-            |reply| StockMsg::Op(op, Some(reply)),
+            |reply| StockMsg::Op(op, Some(reply), None),
             Some(Duration::from_secs(10)),
         )
         .await
@@ -197,10 +198,10 @@ async fn a_refused_value_fails_only_its_own_change_in_a_shared_flush() {
     };
     // Both in the mailbox before the first Flush: one batch.
     actor
-        .cast(StockMsg::Op(StockOp::Change(nul), Some(bad.into())))
+        .cast(StockMsg::Op(StockOp::Change(nul), Some(bad.into()), None))
         .expect("cast");
     actor
-        .cast(StockMsg::Op(reserve, Some(good.into())))
+        .cast(StockMsg::Op(reserve, Some(good.into()), None))
         .expect("cast");
     assert!(matches!(
         bad_answer.await.expect("an answer"),

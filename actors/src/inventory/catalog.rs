@@ -9,6 +9,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use super::store::StockStore;
 use crate::failure::Infra;
 use crate::outbox::{SubscriberMsg, acknowledge, subscribe};
+use crate::trace::consuming;
+use tracing::Instrument;
 
 /// The durable subscription name (and registry name) of this subscriber.
 pub(crate) const CATALOG_SUBSCRIBER: &str = "mart.inventory.catalog";
@@ -39,7 +41,8 @@ impl Actor for CatalogSubscriber {
         acknowledge(msg, async |batch| {
             let mut handled = 0;
             for event in &batch {
-                if let Err(e) = apply(store, event).await {
+                let span = consuming(event, CATALOG_SUBSCRIBER);
+                if let Err(e) = apply(store, event).instrument(span).await {
                     // Acknowledge what is done; the rest comes again.
                     tracing::warn!(event = %event.event_id, error = %e.chain(), "catalog event not applied yet");
                     break;

@@ -92,7 +92,7 @@ impl Actor for StockRouter {
                 |actor, asked| {
                     owners::ask_entity(
                         actor,
-                        |reply| StockMsg::Op(asked.op, Some(reply)),
+                        |reply| StockMsg::Op(asked.op, Some(reply), crate::trace::current()),
                         "stock actor",
                     )
                 },

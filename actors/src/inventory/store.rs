@@ -3,7 +3,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use deadpool_postgres::{Pool, Transaction};
+use crate::pool::Pool;
+use deadpool_postgres::Transaction;
 use mart_schema::inventory::{InventoryEvent, LineStatus, ReservedLine};
 use mart_schema::product::{ProductCreated, ProductDeleted};
 use mart_schema::{EventEnvelope, OrderId, ProductId, Service};
@@ -23,6 +24,8 @@ pub(crate) struct StockWrite {
     pub(crate) levels: Levels,
     pub(crate) lines: BTreeMap<OrderId, Line>,
     pub(crate) events: Vec<InventoryEvent>,
+    /// Per event, the trace it continues.
+    pub(crate) traces: Vec<Option<String>>,
     /// Orders whose lines the batch took for new without looking (a new
     /// reservation); the write checks none exists.
     pub(crate) assumed_new: Vec<OrderId>,
@@ -288,11 +291,8 @@ impl StockStore {
         let levels = LevelColumns::of(batches);
         let all: Vec<&StockWrite> = batches.iter().collect();
         let lines = LineColumns::of(&all);
-        let events: Vec<InventoryEvent> = batches
-            .iter()
-            .flat_map(|b| b.events.iter().cloned())
-            .collect();
-        let appended = OutboxRows::of(&events);
+        let (events, traces) = events_of(batches.iter());
+        let appended = OutboxRows::traced(&events, |i| traces[i].clone());
         let count = i64::try_from(batches.len()).map_err(Infra::bug)?;
         let mut params = levels.params();
         params.push(&count);
@@ -340,13 +340,14 @@ impl StockStore {
             .iter()
             .filter(|b| written.contains(&b.product_id))
             .collect();
-        let events: Vec<InventoryEvent> = committed
-            .iter()
-            .flat_map(|b| b.events.iter().cloned())
-            .collect();
+        let (events, traces) = events_of(committed.iter().copied());
+        let rows = OutboxRows::traced(&events, |i| traces[i].clone());
         // Pipelined: the lines and the events go together.
         futures::try_join!(self.upsert_lines(&tx, &committed), async {
-            self.outbox.append(&tx, &events).await.map_err(Infra::from)
+            self.outbox
+                .append_rows(&tx, &rows)
+                .await
+                .map_err(Infra::from)
         })?;
         // Left out because a line taken for new exists: decided on a wrong
         // picture, not fenced.
@@ -479,4 +480,17 @@ impl StockStore {
         tx.commit().await?;
         Ok(archived)
     }
+}
+
+/// The events of several products' batches, and the trace each continues.
+fn events_of<'a>(
+    batches: impl Iterator<Item = &'a StockWrite>,
+) -> (Vec<InventoryEvent>, Vec<Option<String>>) {
+    let mut events = Vec::new();
+    let mut traces = Vec::new();
+    for batch in batches {
+        events.extend(batch.events.iter().cloned());
+        traces.extend(batch.traces.iter().cloned());
+    }
+    (events, traces)
 }

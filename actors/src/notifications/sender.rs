@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use mart_schema::notification::NotificationStatus;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -97,9 +98,24 @@ impl SenderState {
             let full = due.len() as i64 == BATCH;
             let mut due = due.into_iter();
             while let Some(next) = due.next() {
-                let outcome = self.mailer.send(next.email.clone()).await;
+                let span = tracing::info_span!(
+                    target: crate::trace::TARGET,
+                    "send email",
+                    otel.kind = "client",
+                    template = %next.template,
+                    notification_id = %next.email.id.0,
+                );
+                crate::trace::continue_from(&span, next.trace.as_ref());
+                let outcome = self
+                    .mailer
+                    .send(next.email.clone())
+                    .instrument(span.clone())
+                    .await;
+                if let Err(e) = &outcome {
+                    crate::trace::failed(&span, &e.to_string());
+                }
                 let tried = attempt(&outcome, next.attempts);
-                self.store.finish(&next, tried).await?;
+                self.store.finish(&next, tried).instrument(span).await?;
                 if let Err(MailError::Transient(reason)) = outcome {
                     crate::measure::email_retrying();
                     // The server is away: the rest are due again at once, and

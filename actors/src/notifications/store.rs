@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use deadpool_postgres::Pool;
+use crate::pool::Pool;
 use mart_schema::notification::{Notification, NotificationEvent, NotificationStatus};
 use mart_schema::{EventId, NotificationId, Service, UserId};
 use tokio_postgres::Row;
@@ -38,6 +38,8 @@ pub(crate) struct Due {
     pub(crate) user: Option<UserId>,
     pub(crate) template: String,
     pub(crate) attempts: i32,
+    /// The trace of the event it is sent for.
+    pub(crate) trace: Option<crate::trace::TraceParent>,
 }
 
 /// What became of one attempt at an email.
@@ -153,8 +155,9 @@ impl NotificationStore {
         let inserted = client
             .execute(
                 "insert into notifications.notifications \
-                 (notification_id, event_id, template, user_id, recipient, subject, body_text, body_html) \
-                 values ($1, $2, $3, $4, $5, $6, $7, $8) on conflict (event_id, template) do nothing",
+                 (notification_id, event_id, template, user_id, recipient, subject, body_text, body_html, \
+                  traceparent) \
+                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9) on conflict (event_id, template) do nothing",
                 &[
                     &NotificationId::new(),
                     &event,
@@ -164,6 +167,8 @@ impl NotificationStore {
                     &rendered.subject,
                     &rendered.text,
                     &rendered.html,
+                    // The span preparing it: the send continues its trace.
+                    &crate::trace::current().map(String::from),
                 ],
             )
             .await?;
@@ -182,7 +187,7 @@ impl NotificationStore {
                    where status = 'pending' and next_attempt_at <= now() \
                    order by next_attempt_at limit $1 for update skip locked) \
                  returning n.notification_id, n.user_id, n.template, n.recipient, n.subject, \
-                   n.body_text, n.body_html, n.attempts",
+                   n.body_text, n.body_html, n.attempts, n.traceparent",
                 &[&limit, &lease.as_secs_f64()],
             )
             .await?;
@@ -199,6 +204,9 @@ impl NotificationStore {
                 user: row.get(1),
                 template: row.get(2),
                 attempts: row.get(7),
+                trace: row
+                    .get::<_, Option<String>>(8)
+                    .and_then(|t| crate::trace::TraceParent::parse(&t)),
             })
             .collect())
     }

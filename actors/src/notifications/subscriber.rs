@@ -12,7 +12,9 @@ use super::store::NotificationStore;
 use super::templates::Templates;
 use crate::failure::Infra;
 use crate::outbox::{SubscriberMsg, acknowledge, subscribe};
+use crate::trace::consuming;
 use crate::users::Users;
+use tracing::Instrument;
 
 /// The durable subscription (and registry) name of the subscriber.
 pub(crate) const SUBSCRIBER: &str = "mart.notifications.events";
@@ -61,7 +63,8 @@ impl Actor for NotificationSubscriber {
             let mut handled = 0i64;
             let mut queued = false;
             for event in &batch {
-                match state.apply(event).await {
+                let span = consuming(event, SUBSCRIBER);
+                match state.apply(event).instrument(span).await {
                     Ok(new) => {
                         handled += 1;
                         queued |= new;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use deadpool_postgres::Pool;
+use crate::pool::Pool;
 use mart_schema::inventory::{InventoryError, ReservationLine, ReserveRequest};
 use mart_schema::order::{ItemRequest, Order, OrderError, OrderStatus};
 use mart_schema::page::Checked;
@@ -213,6 +213,7 @@ impl OrderService {
         let row = NewRow {
             order: order.clone(),
             key,
+            trace: crate::trace::current().map(String::from),
         };
         if let Err(e) = batch::write::<OrderWriter>(row).await {
             // No order: give the stock back now rather than at expiry.

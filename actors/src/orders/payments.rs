@@ -15,6 +15,8 @@ use super::front::transition;
 use crate::failure::{Failure, Infra};
 use crate::outbox::{SubscriberMsg, acknowledge, subscribe};
 use crate::payments::Payments;
+use crate::trace::consuming;
+use tracing::Instrument;
 
 /// The durable subscription name (and registry name) of this subscriber.
 pub(crate) const PAYMENTS_SUBSCRIBER: &str = "mart.orders.payments";
@@ -45,7 +47,8 @@ impl Actor for PaymentSubscriber {
         acknowledge(msg, async |batch| {
             let mut handled = 0;
             for event in &batch {
-                if let Err(e) = apply(payments, event).await {
+                let span = consuming(event, PAYMENTS_SUBSCRIBER);
+                if let Err(e) = apply(payments, event).instrument(span).await {
                     // Acknowledge what is done; the rest comes again.
                     tracing::warn!(event = %event.event_id, error = %e.chain(), "payment event not applied yet");
                     break;

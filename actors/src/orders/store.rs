@@ -1,6 +1,6 @@
 //! PostgreSQL access for the order service: the only writer of `orders`.
 
-use deadpool_postgres::Pool;
+use crate::pool::Pool;
 use mart_schema::order::{Order, OrderError, OrderEvent, OrderEventKind, OrderLine, OrderStatus};
 use mart_schema::{OrderId, UserId};
 use postgres_types::ToSql;
@@ -20,6 +20,8 @@ pub(crate) type StoreResult<T> = Result<T, Failure<OrderError>>;
 pub(crate) struct NewRow {
     pub(crate) order: Order,
     pub(crate) key: Option<(String, serde_json::Value)>,
+    /// The trace of the request placing it.
+    pub(crate) trace: Option<String>,
 }
 
 const INSERT_ORDERS: &str = "insert into orders.orders \
@@ -187,7 +189,7 @@ impl OrderStore {
             .iter()
             .map(|o| OrderEvent::of(OrderEventKind::Placed, o))
             .collect();
-        let appended = OutboxRows::of(&events);
+        let appended = OutboxRows::traced(&events, |i| placed[i].trace.clone());
         statements.extend(appended.statements(&outbox));
         batch::one_round_trip(&client, &statements).await?;
         self.outbox.committed(&events);

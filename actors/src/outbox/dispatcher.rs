@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deadpool_postgres::Pool;
+use crate::pool::Pool;
 use mart_schema::event::OUTBOX_PARTITIONS;
 use mart_schema::{EventEnvelope, Service};
 use ractor::rpc::CallResult;
@@ -126,7 +126,7 @@ impl Actor for Dispatcher {
                 // sorting everything pending took 11 ms with a backlog).
                 pending: format!(
                     "select o.partition, o.seq, o.event_id, o.event_type, o.aggregate_id, o.aggregate_seq, \
-                       o.data, o.occurred_at \
+                       o.data, o.occurred_at, o.traceparent \
                      from {schema}.outbox_cursors c cross join lateral ( \
                        select * from {schema}.outbox o \
                        where o.partition = c.partition and o.seq > c.delivered_seq \
@@ -447,6 +447,7 @@ impl Deliverer {
                 aggregate_seq: row.get(5),
                 data: row.get(6),
                 occurred_at: row.get::<_, OffsetDateTime>(7),
+                traceparent: row.get(8),
                 source: self.args.service,
             })
             .collect())

@@ -49,19 +49,21 @@ impl Outbox {
                 "with e as ( \
                    select x.*, row_number() over (partition by x.partition order by x.ord) as k, \
                      count(*) over (partition by x.partition) as n \
-                   from unnest($1::smallint[], $2::uuid[], $3::text[], $4::uuid[], $5::jsonb[]) \
-                     with ordinality as x(partition, event_id, event_type, aggregate_id, data, ord)), \
+                   from unnest($1::smallint[], $2::uuid[], $3::text[], $4::uuid[], $5::jsonb[], $6::text[]) \
+                     with ordinality as x(partition, event_id, event_type, aggregate_id, data, \
+                       traceparent, ord)), \
                  heads as ( \
                    update {schema}.outbox_head h set seq = h.seq + c.n \
                    from (select partition, count(*) as n from e group by partition) c \
                    where h.partition = c.partition returning h.partition, h.seq) \
                  insert into {schema}.outbox \
-                   (partition, seq, event_id, event_type, aggregate_id, aggregate_seq, data) \
+                   (partition, seq, event_id, event_type, aggregate_id, aggregate_seq, data, \
+                    traceparent) \
                  select e.partition, heads.seq - e.n + e.k, e.event_id, e.event_type, e.aggregate_id, \
                    coalesce((select max(o.aggregate_seq) from {schema}.outbox o \
                              where o.aggregate_id = e.aggregate_id), 0) \
                    + row_number() over (partition by e.aggregate_id order by e.ord), \
-                   e.data \
+                   e.data, e.traceparent \
                  from e join heads on heads.partition = e.partition"
             ),
         }
@@ -80,7 +82,18 @@ impl Outbox {
         if events.is_empty() {
             return Ok(());
         }
-        let rows = OutboxRows::of(events);
+        self.append_rows(tx, &OutboxRows::of(events)).await
+    }
+
+    /// Appends events already laid out as rows (see [`Self::append`]).
+    pub(crate) async fn append_rows(
+        &self,
+        tx: &Transaction<'_>,
+        rows: &OutboxRows,
+    ) -> Result<(), tokio_postgres::Error> {
+        if rows.is_empty() {
+            return Ok(());
+        }
         let (lock, insert) = futures::try_join!(
             tx.prepare_cached(&self.lock),
             tx.prepare_cached(&self.insert)
@@ -147,12 +160,25 @@ pub(crate) struct OutboxRows {
     types: Vec<&'static str>,
     aggregates: Vec<uuid::Uuid>,
     data: Vec<serde_json::Value>,
+    traces: Vec<Option<String>>,
 }
 
 type Params<'a> = Vec<&'a (dyn postgres_types::ToSql + Sync)>;
 
 impl OutboxRows {
+    /// Events written for the request this task serves (its trace, if any,
+    /// goes with each).
     pub(crate) fn of<E: DomainEvent>(events: &[E]) -> Self {
+        let trace = crate::trace::current().map(String::from);
+        Self::traced(events, |_| trace.clone())
+    }
+
+    /// Events written for several requests at once (group commit): `trace`
+    /// says whose trace each event continues.
+    pub(crate) fn traced<E: DomainEvent>(
+        events: &[E],
+        trace: impl FnMut(usize) -> Option<String>,
+    ) -> Self {
         let partitions: Vec<i16> = events
             .iter()
             .map(|e| partition_of(e.aggregate_id()))
@@ -168,6 +194,7 @@ impl OutboxRows {
                 .iter()
                 .map(|e| serde_json::to_value(e).unwrap_or(serde_json::Value::Null))
                 .collect(),
+            traces: (0..events.len()).map(trace).collect(),
         }
     }
 
@@ -191,6 +218,7 @@ impl OutboxRows {
             &self.types,
             &self.aggregates,
             &self.data,
+            &self.traces,
         ]
     }
 

@@ -1,6 +1,6 @@
 //! The payment service's group member: which request goes where.
 
-use deadpool_postgres::Pool;
+use crate::pool::Pool;
 use mart_schema::Service;
 use mart_schema::payment::PaymentError;
 use mart_schema::user::Caller;

@@ -1,6 +1,6 @@
 //! PostgreSQL access for the payment service: the only writer of `payments`.
 
-use deadpool_postgres::Pool;
+use crate::pool::Pool;
 use mart_schema::payment::{Payment, PaymentError, PaymentEvent, PaymentStatus};
 use mart_schema::{OrderId, PaymentId};
 use tokio_postgres::Row;

@@ -1,6 +1,6 @@
 //! The product service's group member and what it does for each request.
 
-use deadpool_postgres::Pool;
+use crate::pool::Pool;
 use mart_schema::product::{NewProduct, Product, ProductError, ProductQuery};
 use mart_schema::user::Caller;
 use mart_schema::{Currency, FieldErrors, Page, ProductId, Service};

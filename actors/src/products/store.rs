@@ -1,6 +1,6 @@
 //! PostgreSQL access for the product service: the only writer of `products`.
 
-use deadpool_postgres::Pool;
+use crate::pool::Pool;
 use mart_schema::product::{
     Product, ProductCreated, ProductDeleted, ProductError, ProductEvent, ProductUpdated,
 };

@@ -111,7 +111,7 @@ fn refresh_secret() -> String {
 }
 
 impl UserService {
-    pub fn new(pool: deadpool_postgres::Pool, keys: Arc<TokenKeys>) -> Self {
+    pub fn new(pool: crate::pool::Pool, keys: Arc<TokenKeys>) -> Self {
         Self {
             store: UserStore::new(pool, Outbox::new(Service::Users)),
             keys,

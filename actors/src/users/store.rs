@@ -1,7 +1,7 @@
 //! PostgreSQL access for the user service: the only writer of the `users` schema.
 //! Every change and its events are one transaction.
 
-use deadpool_postgres::Pool;
+use crate::pool::Pool;
 use mart_schema::UserId;
 use mart_schema::user::{
     Role, User, UserDeleted, UserError, UserEvent, UserRegistered, UserUpdated,

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use deadpool_postgres::Pool;
+use crate::pool::Pool;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 /// How often the sweeper looks.
