@@ -25,8 +25,12 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(500);
 /// How often a dispatcher logs subscribers that are behind.
 const LAG_REPORT: Duration = Duration::from_secs(30);
-/// How long a leaving node waits for the last deliveries.
-const FLUSH_WAIT: Duration = Duration::from_secs(1);
+/// How long a leaving node waits for the last deliveries. A delivery cut
+/// short after its subscriber acted (the Kafka bridge produced) but before
+/// the cursor moved is delivered again by the next node: a duplicate record.
+/// One second was too short on a loaded machine (the rolling-restart test saw
+/// one); a hung subscriber still holds the exit no longer than this.
+const FLUSH_WAIT: Duration = Duration::from_secs(3);
 /// How often the lag gauges are brought up to date.
 const LAG_GAUGE: Duration = Duration::from_secs(5);
 /// Wake-ups closer together than this share one pass.
