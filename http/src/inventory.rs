@@ -1,12 +1,16 @@
 //! Stock levels and (for operators) reservations: `/inventory/{product_id}`,
-//! `/inventory/reservations`. Admin only.
+//! `/inventory/reservations`, admin only; and `/availability`, what anyone
+//! browsing may know of it.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use mart_schema::inventory::{Reservation, ReserveRequest, StockLevels, StockPatch};
-use mart_schema::{OrderId, ProductId};
+use mart_schema::inventory::{
+    Availability, AvailabilityQuery, Reservation, ReserveRequest, StockLevels, StockPatch,
+};
+use mart_schema::user::Caller;
+use mart_schema::{FieldErrors, OrderId, ProductId};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -14,17 +18,50 @@ use mart_actors::inventory::Settle;
 
 use crate::AppState;
 use crate::error::{ApiError, Problem};
-use crate::extract::{Auth, Body, Path};
+use crate::extract::{Auth, Body, Path, Query};
 use crate::products::product_id;
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(availability))
         .routes(routes!(get_levels, change_levels))
         .routes(routes!(reserve))
         .routes(routes!(get_reservation))
         .routes(routes!(commit_reservation))
         .routes(routes!(release_reservation))
         .routes(routes!(return_reservation))
+}
+
+/// Most products one availability request may name.
+const MAX_IDS: usize = 100;
+
+/// Whether products can be bought, for anyone browsing: `in_stock`, `low`
+/// (with how many are `left`), `sold_out` or `unknown`; in the order asked.
+#[utoipa::path(get, path = "/availability", tag = "inventory", params(AvailabilityQuery),
+    responses((status = 200, description = "OK", body = Vec<Availability>), (status = 422, description = "a field is invalid (named in `errors`)", body = Problem)))]
+async fn availability(
+    State(state): State<AppState>,
+    Query(query): Query<AvailabilityQuery>,
+) -> Result<Json<Vec<Availability>>, ApiError> {
+    let ids: Result<Vec<ProductId>, _> = query
+        .ids
+        .split(',')
+        .map(|id| id.trim().parse::<ProductId>())
+        .collect();
+    let ids = match ids {
+        Ok(ids) if (1..=MAX_IDS).contains(&ids.len()) => ids,
+        Ok(_) => {
+            let why = format!("must name 1 to {MAX_IDS} product ids");
+            return Err(ApiError::invalid(FieldErrors::single("ids", why)));
+        }
+        Err(_) => {
+            let why = "must be product ids separated by commas";
+            return Err(ApiError::invalid(FieldErrors::single("ids", why)));
+        }
+    };
+    Ok(Json(
+        state.inventory.availability(Caller::Anonymous, ids).await?,
+    ))
 }
 
 /// A product's stock: on hand, reserved, available.

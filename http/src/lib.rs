@@ -8,6 +8,8 @@
 //! - [`error`]: `ApiError`, rendered as RFC 9457 problem documents.
 //! - [`extract`]: body/query/bearer extractors whose rejections are problems.
 //! - [`throttle`]: login and registration attempts per account and address.
+//! - `storefront`: the web front at `/` (shop and admin console), files from
+//!   `http/web/` embedded in the binary.
 
 mod access;
 mod contract;
@@ -19,6 +21,7 @@ mod notifications;
 mod orders;
 mod payments;
 mod products;
+mod storefront;
 pub mod throttle;
 mod users;
 
@@ -262,6 +265,7 @@ pub fn router(state: AppState) -> NormalizePath<Router> {
     let cors = cors_layer(&state.cors);
     let app = routes
         .merge(docs)
+        .merge(storefront::routes())
         .route("/metrics", axum::routing::get(metrics))
         .route(
             "/openapi.json",

@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use mart_schema::order::OrderStatus;
 use mart_schema::payment::{Payment, PaymentOutcome, PaymentRequest, PaymentStatus};
 use mart_schema::user::Caller;
@@ -82,7 +82,8 @@ fn session_of(callback: Callback) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::invalid(FieldErrors::single("session_id", "is required")))
 }
 
-/// Browsers get a small page; API clients get JSON.
+/// Browsers go on to the storefront's page of the order (which shows what
+/// became of the payment); API clients get JSON.
 fn render(headers: &HeaderMap, outcome: PaymentOutcome) -> Response {
     let wants_html = headers
         .get(header::ACCEPT)
@@ -91,31 +92,7 @@ fn render(headers: &HeaderMap, outcome: PaymentOutcome) -> Response {
     if !wants_html {
         return Json(outcome).into_response();
     }
-    let (title, message) = match outcome.status {
-        PaymentStatus::Succeeded => (
-            "Payment succeeded",
-            "Thank you: your payment was received and your order is confirmed.",
-        ),
-        PaymentStatus::Pending => (
-            "Payment pending",
-            "Your payment is not confirmed yet. This page will know once Stripe does.",
-        ),
-        PaymentStatus::Failed => (
-            "Payment not completed",
-            "The payment was not completed. You can try again until the order expires.",
-        ),
-        PaymentStatus::Expired => ("Checkout expired", "This checkout expired."),
-        PaymentStatus::Refunded => ("Payment refunded", "This payment was refunded."),
-    };
-    Html(format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>mart: {title}</title></head>\
-         <body><h1>{title}</h1><p>{message}</p>\
-         <p>Order <code>{}</code>, payment <code>{}</code>.</p></body></html>",
-        outcome.order_id, outcome.payment_id
-    ))
-    .into_response()
+    Redirect::to(&format!("/#/orders/{}", outcome.order_id)).into_response()
 }
 
 /// Where Stripe sends the shopper after paying. Asks Stripe; reloading is harmless.

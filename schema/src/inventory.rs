@@ -16,6 +16,57 @@ pub struct StockLevels {
     pub available: i64,
 }
 
+/// At or below this many units left, shoppers are told how many.
+pub const LOW_STOCK: i64 = 5;
+
+/// What a shopper may know of a product's stock (`GET /availability`): not
+/// the exact level, unless only a few are left.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Availability {
+    pub product_id: ProductId,
+    pub status: AvailabilityStatus,
+    /// How many are left, when the status is `low`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left: Option<i64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AvailabilityStatus {
+    InStock,
+    /// [`LOW_STOCK`] or fewer left.
+    Low,
+    SoldOut,
+    /// Inventory keeps no stock for this product (unknown or not yet recorded).
+    Unknown,
+}
+
+impl Availability {
+    /// From what can still be reserved (`None`: no stock record).
+    pub fn of(product_id: ProductId, available: Option<i64>) -> Self {
+        let (status, left) = match available {
+            None => (AvailabilityStatus::Unknown, None),
+            Some(n) if n <= 0 => (AvailabilityStatus::SoldOut, None),
+            Some(n) if n <= LOW_STOCK => (AvailabilityStatus::Low, Some(n)),
+            Some(_) => (AvailabilityStatus::InStock, None),
+        };
+        Self {
+            product_id,
+            status,
+            left,
+        }
+    }
+}
+
+/// `GET /availability`: the products to look at.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AvailabilityQuery {
+    /// Product ids, comma-separated, 1 to 100.
+    pub ids: String,
+}
+
 /// `PATCH /inventory/{product_id}`: either `{adjust, reason}` or `{on_hand}`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

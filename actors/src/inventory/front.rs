@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use mart_schema::inventory::{InventoryError, Reservation, ReserveRequest, StockLevels};
+use mart_schema::inventory::{
+    Availability, InventoryError, Reservation, ReserveRequest, StockLevels,
+};
 use mart_schema::user::Caller;
 use mart_schema::{OrderId, ProductId, Service};
 
@@ -31,6 +33,20 @@ impl Serve for InventoryService {
     fn serve(&self, msg: InventoryMsg) {
         let s = self.clone();
         match msg {
+            InventoryMsg::Availability(request, reply) => {
+                answer_in_task(reply, request, move |_, products| async move {
+                    let looked = products.into_iter().map(|product| async move {
+                        match levels(product).await {
+                            Ok(levels) => Ok(Availability::of(product, Some(levels.available))),
+                            Err(Failure::Rejected(InventoryError::UnknownProduct(_))) => {
+                                Ok(Availability::of(product, None))
+                            }
+                            Err(other) => Err(other),
+                        }
+                    });
+                    futures::future::try_join_all(looked).await
+                })
+            }
             InventoryMsg::Levels(request, reply) => {
                 answer_in_task(reply, request, move |caller, product| async move {
                     caller.staff_or(InventoryError::Forbidden)?;

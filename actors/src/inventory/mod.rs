@@ -27,7 +27,7 @@ mod store;
 mod writer;
 
 use mart_schema::inventory::{
-    InventoryError, Reservation, ReserveRequest, StockChange, StockLevels,
+    Availability, InventoryError, Reservation, ReserveRequest, StockChange, StockLevels,
 };
 use mart_schema::user::Caller;
 use mart_schema::{OrderId, ProductId, Service};
@@ -94,10 +94,16 @@ pub enum InventoryMsg {
         Wire<Request<OrderId>>,
         RpcReplyPort<Wire<Result<Reservation, Refusal<InventoryError>>>>,
     ),
+    /// What anyone may know of some products' stock.
+    #[rpc]
+    Availability(
+        Wire<Request<Vec<ProductId>>>,
+        RpcReplyPort<Wire<Result<Vec<Availability>, Refusal<InventoryError>>>>,
+    ),
 }
 
-/// Handle on the inventory service, wherever it runs. Every request is
-/// staff-only: an admin, or another service.
+/// Handle on the inventory service, wherever it runs. Every request but
+/// `availability` is staff-only: an admin, or another service.
 #[derive(Clone, Debug)]
 pub struct Inventory {
     client: ServiceClient<InventoryMsg>,
@@ -116,6 +122,17 @@ impl Default for Inventory {
 impl Inventory {
     pub fn is_reachable(&self) -> bool {
         self.client.is_reachable()
+    }
+
+    /// Coarse stock of `products`, for anyone (shoppers browsing).
+    pub async fn availability(
+        &self,
+        caller: Caller,
+        products: Vec<ProductId>,
+    ) -> Answer<Vec<Availability>> {
+        self.client
+            .ask(caller, products, InventoryMsg::Availability)
+            .await
     }
 
     pub async fn levels(&self, caller: Caller, product: ProductId) -> Answer<StockLevels> {
