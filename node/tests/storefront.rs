@@ -90,8 +90,19 @@ impl Page {
         input.send_keys(value).await.expect("type");
     }
 
+    /// Clicks `css`, finding it again if the page re-rendered it between
+    /// finding and clicking.
     async fn click(&self, css: &str) {
-        self.find(css).await.click().await.expect("click");
+        for _ in 0..5 {
+            match self.find(css).await.click().await {
+                Ok(()) => return,
+                Err(e) if e.to_string().contains("stale element") => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("click {css}: {e}"),
+            }
+        }
+        panic!("{css} kept going stale");
     }
 
     async fn text(&self, css: &str) -> String {
@@ -234,6 +245,7 @@ async fn a_shopper_buys_in_the_browser_and_an_admin_ships_it() {
     page.go("#/").await;
     page.fill("input[name=q]", "kettle").await;
     page.click("form[role=search] button[type=submit]").await;
+    page.until_text("main h1", "Results for").await;
     page.click("main a[href^='#/product/']").await;
     page.until_text("#availability", "In stock").await;
     page.click("#add-to-cart").await;
