@@ -34,6 +34,11 @@ pub(crate) fn entity_actors(service: Service, live: usize) {
     gauge!("mart_entity_actors", "service" => service.name()).set(live as f64);
 }
 
+/// How many idle entities this node's router of `service` keeps parked.
+pub(crate) fn entities_parked(service: Service, parked: usize) {
+    gauge!("mart_entities_parked", "service" => service.name()).set(parked as f64);
+}
+
 /// The membership of a service's owners changed: its entities reload,
 /// some on other nodes.
 pub(crate) fn ownership_changed(service: Service) {

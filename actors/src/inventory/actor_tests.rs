@@ -93,7 +93,11 @@ async fn reserve_for(
 async fn a_stale_owner_is_fenced_out_and_nothing_is_oversold() {
     let _one = ONE_WRITER.lock().await;
     let (db, product_id, store, writer) = stocked(5).await;
-    let args = StockArgs { product_id, store };
+    let args = StockArgs {
+        product_id,
+        store,
+        parked: None,
+    };
     let (stale, stale_handle) = Actor::spawn(None, StockActor, args.clone())
         .await
         .expect("first owner");
@@ -147,7 +151,11 @@ async fn a_reservation_asked_again_after_a_restart_is_not_taken_twice() {
     let _one = ONE_WRITER.lock().await;
     let (db, product_id, store, writer) = stocked(5).await;
     let client = db.pool.get().await.expect("client");
-    let args = StockArgs { product_id, store };
+    let args = StockArgs {
+        product_id,
+        store,
+        parked: None,
+    };
     let order = OrderId::new();
     let (first, first_handle) = Actor::spawn(None, StockActor, args.clone())
         .await
@@ -181,9 +189,17 @@ async fn a_reservation_asked_again_after_a_restart_is_not_taken_twice() {
 async fn a_refused_value_fails_only_its_own_change_in_a_shared_flush() {
     let _one = ONE_WRITER.lock().await;
     let (db, product_id, store, writer) = stocked(5).await;
-    let (actor, _) = Actor::spawn(None, StockActor, StockArgs { product_id, store })
-        .await
-        .expect("actor");
+    let (actor, _) = Actor::spawn(
+        None,
+        StockActor,
+        StockArgs {
+            product_id,
+            store,
+            parked: None,
+        },
+    )
+    .await
+    .expect("actor");
 
     let (bad, bad_answer) = ractor::concurrency::oneshot();
     let (good, good_answer) = ractor::concurrency::oneshot();

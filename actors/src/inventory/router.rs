@@ -12,7 +12,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 
-use super::actor::{StockActor, StockArgs, StockMsg};
+use super::actor::{Parked, StockActor, StockArgs, StockMsg};
 use super::state::{OpDone, StockOp};
 use super::store::StockStore;
 use crate::call::Request;
@@ -49,7 +49,7 @@ pub(crate) struct StockRouter;
 #[derive(Debug)]
 pub(crate) struct RouterState {
     store: StockStore,
-    actors: Entities<ProductId, StockMsg>,
+    actors: Entities<ProductId, StockMsg, Parked>,
 }
 
 impl Actor for StockRouter {
@@ -130,7 +130,7 @@ impl Actor for StockRouter {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        state.actors.supervise(&event);
+        state.actors.supervise(event, Parked::of);
         Ok(())
     }
 }
@@ -143,8 +143,15 @@ impl RouterState {
     ) -> Result<ActorRef<StockMsg>, String> {
         let store = self.store.clone();
         self.actors
-            .get_or_start(product_id, &myself.get_cell(), || {
-                (StockActor, StockArgs { product_id, store })
+            .get_or_start(product_id, &myself.get_cell(), |parked| {
+                (
+                    StockActor,
+                    StockArgs {
+                        product_id,
+                        store,
+                        parked,
+                    },
+                )
             })
     }
 }

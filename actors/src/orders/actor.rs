@@ -100,7 +100,11 @@ impl Actor for OrderActor {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        state.last_active = Instant::now();
+        // The idle check itself is not activity (counting it kept every
+        // settled order's actor alive for ever).
+        if !matches!(msg, OrderMsg::Tick) {
+            state.last_active = Instant::now();
+        }
         match msg {
             OrderMsg::Transition(caller, requested, reply) => {
                 let outcome = state.transition(caller, requested).await;

@@ -106,7 +106,10 @@ impl Actor for OrderRouter {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        state.actors.supervise(&event);
+        // An order actor leaves nothing to park: orders load on demand.
+        state
+            .actors
+            .supervise(event, |_: <OrderActor as Actor>::State| None);
         Ok(())
     }
 }
@@ -133,6 +136,6 @@ impl RouterState {
     ) -> Result<ActorRef<OrderMsg>, String> {
         let deps = self.deps.clone();
         self.actors
-            .get_or_start(id, &myself.get_cell(), || (OrderActor, (id, deps)))
+            .get_or_start(id, &myself.get_cell(), |_| (OrderActor, (id, deps)))
     }
 }

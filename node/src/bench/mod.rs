@@ -10,10 +10,12 @@
 //!   order transaction (`orders`). `load` is the HTTP load generator.
 //! - `kafka`: the Kafka mirror's lag, from an order's 201 to its record on
 //!   the topic, at a steady rate of orders.
+//! - `memory`: an idle node's resident set, and what idle entity actors add.
 
 mod edge;
 mod kafka;
 mod load;
+mod memory;
 mod orders;
 mod stock;
 
@@ -48,8 +50,12 @@ pub struct BenchOptions {
     /// Orders per second placed while the Kafka mirror's lag is measured.
     #[arg(long, default_value_t = 500)]
     pub kafka_orders_per_second: u64,
-    /// Only the stock scenarios, the edge ones, or the Kafka mirror's lag.
-    #[arg(long, value_parser = ["stock", "edge", "kafka"])]
+    /// Idle entity actors started in the memory measurement.
+    #[arg(long, default_value_t = 100_000)]
+    pub entities: usize,
+    /// Only the stock scenarios, the edge ones, the Kafka mirror's lag, or
+    /// the memory figures.
+    #[arg(long, value_parser = ["stock", "edge", "kafka", "memory"])]
     pub only: Option<String>,
     /// Print the figures as JSON instead of a table.
     #[arg(long)]
@@ -129,7 +135,7 @@ pub async fn run(server_url: &str, options: &BenchOptions) -> anyhow::Result<()>
     let (admin, connection) = config.connect(tls).await.context("connecting")?;
     let connection = tokio::spawn(connection);
     let run = uuid::Uuid::new_v4().simple().to_string();
-    let scratch: Vec<String> = ["stock", "node", "reference", "kafka"]
+    let scratch: Vec<String> = ["stock", "node", "reference", "kafka", "idle", "entities"]
         .iter()
         .map(|what| format!("mart_bench_{what}_{run}"))
         .collect();
@@ -158,6 +164,12 @@ pub async fn run(server_url: &str, options: &BenchOptions) -> anyhow::Result<()>
             .await
             .map(|row| rows.push(row));
     }
+    let mut memory = Vec::new();
+    if outcome.is_ok() && only.is_none_or(|o| o == "memory") {
+        outcome = memory::scenarios(&url_of(&scratch[4]), &url_of(&scratch[5]), options)
+            .await
+            .map(|figures| memory = figures);
+    }
     for db in &scratch {
         let _ = admin
             .batch_execute(&format!("drop database if exists {db} with (force)"))
@@ -177,11 +189,29 @@ pub async fn run(server_url: &str, options: &BenchOptions) -> anyhow::Result<()>
         row.ratio = reference.map(|(_, rate)| row.per_second / rate);
     }
     if options.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        let all = serde_json::json!({"rates": rows, "memory": memory});
+        println!("{}", serde_json::to_string_pretty(&all)?);
     } else {
-        print_table(&rows, options);
+        if !rows.is_empty() {
+            print_table(&rows, options);
+        }
+        print_memory(&memory);
     }
     Ok(())
+}
+
+fn print_memory(figures: &[memory::Footprint]) {
+    if figures.is_empty() {
+        return;
+    }
+    println!("\n| memory | RSS MB | per entity |");
+    println!("|---|---:|---:|");
+    for figure in figures {
+        let each = figure
+            .per_entity_bytes
+            .map_or(String::new(), |b| format!("{:.1} kB", b / 1024.0));
+        println!("| {} | {:.1} | {each} |", figure.measurement, figure.rss_mb);
+    }
 }
 
 fn print_table(rows: &[Row], options: &BenchOptions) {

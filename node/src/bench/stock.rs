@@ -106,7 +106,9 @@ async fn seed(
 }
 
 /// The inventory service alone, on this process, and a handle on it.
-async fn start_inventory(pool: &deadpool_postgres::Pool) -> anyhow::Result<(Hosted, Inventory)> {
+pub(super) async fn start_inventory(
+    pool: &deadpool_postgres::Pool,
+) -> anyhow::Result<(Hosted, Inventory)> {
     let keys = Arc::new(TokenKeys::new(
         b"bench only, never used for tokens",
         Duration::from_secs(60),
