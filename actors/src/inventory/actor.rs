@@ -39,7 +39,11 @@ use crate::trace::TraceParent;
 
 /// A stock actor with nothing to do for this long stops; its router parks
 /// what it knew, and the next request starts it again from that.
-const IDLE: Duration = Duration::from_secs(10);
+const IDLE: Duration = if cfg!(test) {
+    Duration::from_millis(300)
+} else {
+    Duration::from_secs(10)
+};
 /// Finished lines remembered for idempotent retries before asking the database.
 const RECENT: usize = 4096;
 

@@ -235,3 +235,89 @@ async fn a_refused_value_fails_only_its_own_change_in_a_shared_flush() {
     actor.stop(None);
     let _ = writer.stop_and_wait(None, None).await;
 }
+
+/// Catches what a stock actor it supervises leaves when it stops.
+struct Catch(tokio::sync::mpsc::UnboundedSender<Option<Parked>>);
+
+impl Actor for Catch {
+    type Msg = ();
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(&self, _: ActorRef<()>, _: ()) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _: ActorRef<()>,
+        event: ractor::SupervisionEvent,
+        _: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
+        if let ractor::SupervisionEvent::ActorTerminated(_, left, _) = event {
+            let parked = left
+                .and_then(|mut left| left.take::<StockState>().ok())
+                .and_then(Parked::of);
+            let _ = self.0.send(parked);
+        }
+        Ok(())
+    }
+}
+
+/// The router's idle ticks are not activity: an actor that only hears them
+/// stops once idle, leaving what it knew, and an actor started from that
+/// answers from it without loading (the row changed behind its back here).
+#[tokio::test]
+async fn an_idle_actor_stops_and_what_it_knew_starts_the_next_one() {
+    let _one = ONE_WRITER.lock().await;
+    let (db, product_id, store, writer) = stocked(5).await;
+    let (left_tx, mut left) = tokio::sync::mpsc::unbounded_channel();
+    let (catch, _) = Actor::spawn(None, Catch(left_tx), ()).await.expect("catch");
+    let args = StockArgs {
+        product_id,
+        store: store.clone(),
+        parked: None,
+    };
+    let (actor, _) = Actor::spawn_linked(None, StockActor, args, catch.get_cell())
+        .await
+        .expect("actor");
+    assert!(matches!(reserve(&actor, 2).await, Ok(OpDone::Line(_))));
+    // Ticks more often than the idle time: only the ticks go on.
+    for _ in 0..6 {
+        let _ = actor.cast(StockMsg::Tick);
+        tokio::time::sleep(IDLE / 3).await;
+    }
+    let parked = tokio::time::timeout(Duration::from_secs(5), left.recv())
+        .await
+        .expect("the idle actor stopped")
+        .flatten()
+        .expect("it left what it knew");
+
+    db.pool
+        .get()
+        .await
+        .expect("client")
+        .execute(
+            "update inventory.stock set on_hand = 99 where product_id = $1",
+            &[&product_id],
+        )
+        .await
+        .expect("update");
+    let args = StockArgs {
+        product_id,
+        store,
+        parked: Some(parked),
+    };
+    let (again, _) = Actor::spawn(None, StockActor, args).await.expect("again");
+    let levels = match again
+        .call(StockMsg::Levels, Some(Duration::from_secs(5)))
+        .await
+    {
+        Ok(CallResult::Success(Ok(levels))) => levels,
+        other => panic!("no levels: {other:?}"),
+    };
+    assert_eq!((levels.on_hand, levels.reserved), (5, 2), "from memory");
+    again.stop(None);
+    catch.stop(None);
+    let _ = writer.stop_and_wait(None, None).await;
+}
