@@ -340,6 +340,9 @@ where
     let service = SERVING.try_with(|s| *s).ok();
     let span = request.span(service);
     let traced = span.clone();
+    if let Some(service) = service {
+        crate::measure::in_flight(service, 1.0);
+    }
     let work = within(deadline, async move {
         let started = Instant::now();
         let outcome = run(request.caller, request.body).await;
@@ -350,6 +353,7 @@ where
                 Err(Failure::Infra(_)) => "failed",
             };
             crate::measure::served(service, label, started.elapsed());
+            crate::measure::in_flight(service, -1.0);
         }
         if let Err(Failure::Infra(fault)) = &outcome {
             crate::trace::failed(&traced, &fault.to_string());

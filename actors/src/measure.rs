@@ -17,6 +17,13 @@ pub(crate) fn served(service: Service, outcome: &'static str, took: Duration) {
         .record(took.as_secs_f64());
 }
 
+/// A request a service's front took (`+1`) or answered (`-1`). A front hands
+/// each request to a task at once, so its mailbox stays empty: what waits
+/// is these, the requests in progress.
+pub(crate) fn in_flight(service: Service, change: f64) {
+    gauge!("mart_service_requests_in_flight", "service" => service.name()).increment(change);
+}
+
 /// A call to a service, on the node that made it: `ok`, `rejected` (the
 /// service's "no"), `unavailable`, `timeout` or `failed`.
 pub(crate) fn called(service: Service, outcome: &'static str) {

@@ -279,6 +279,17 @@ async fn a_shopper_pays_on_the_checkout_page_and_the_order_is_paid_once() {
         "mart_db_pool_checkout_seconds_count",
         &[("service", "orders")],
     );
+    // Taken and answered in pairs: never below zero, and no request of the
+    // checkout left hanging (a background sweep may be in flight).
+    let in_flight = support::metric(
+        &metrics,
+        "mart_service_requests_in_flight",
+        &[("service", "orders")],
+    );
+    assert!(
+        in_flight.is_some_and(|n| (0.0..=2.0).contains(&n)),
+        "{in_flight:?} in:\n{metrics}"
+    );
     assert!(
         support::metric(
             &metrics,
