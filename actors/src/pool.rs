@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use mart_schema::Service;
 
-/// A service's pool; `get` is timed, everything else is deadpool's.
+/// A service's pool, whose checkouts are timed.
 #[derive(Clone, Debug)]
 pub struct Pool {
     inner: deadpool_postgres::Pool,
@@ -24,13 +24,5 @@ impl Pool {
         let got = self.inner.get().await;
         crate::measure::pool_checkout(self.service, started.elapsed());
         got
-    }
-}
-
-impl std::ops::Deref for Pool {
-    type Target = deadpool_postgres::Pool;
-
-    fn deref(&self) -> &Self::Target {
-        &self.inner
     }
 }

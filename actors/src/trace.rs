@@ -10,7 +10,7 @@
 //!
 //! Where the context cannot ride on the task (a message to another node, a
 //! row read later), it travels as a W3C [`TraceParent`] and the far side
-//! continues from it ([`continue_from`]) or links to it ([`link_to`]).
+//! continues from it ([`continue_from`]).
 
 use std::collections::HashMap;
 
@@ -119,16 +119,6 @@ pub fn continue_from(span: &tracing::Span, parent: Option<&TraceParent>) {
     }
 }
 
-/// Links `span` to another trace's span: work done for it, but not as part
-/// of its request (a batch that serves many).
-pub fn link_to(span: &tracing::Span, other: Option<&TraceParent>) {
-    if let Some(other) = other
-        && !span.is_disabled()
-    {
-        span.add_link(other.context().span().span_context().clone());
-    }
-}
-
 /// Marks `span` as failed (OpenTelemetry's status), with the cause.
 pub fn failed(span: &tracing::Span, cause: &str) {
     if !span.is_disabled() {
@@ -148,15 +138,13 @@ pub fn consuming(event: &mart_schema::EventEnvelope, subscriber: &str) -> tracin
         messaging.consumer.group.name = subscriber,
         event_id = %event.event_id.0,
     );
-    continue_from(
-        &span,
-        event
-            .traceparent
-            .as_deref()
-            .and_then(TraceParent::parse)
-            .as_ref(),
-    );
+    continue_from(&span, writer_of(event).as_ref());
     span
+}
+
+/// The span that wrote `event`, if traces were on then.
+pub fn writer_of(event: &mart_schema::EventEnvelope) -> Option<TraceParent> {
+    event.traceparent.as_deref().and_then(TraceParent::parse)
 }
 
 #[cfg(test)]

@@ -160,10 +160,7 @@ fn publishing(event: &EventEnvelope, topic: &str) -> tracing::Span {
         messaging.destination.name = %topic,
         event_id = %event.event_id.0,
     );
-    let parent = event
-        .traceparent
-        .as_deref()
-        .and_then(mart_actors::trace::TraceParent::parse);
+    let parent = mart_actors::trace::writer_of(event);
     mart_actors::trace::continue_from(&span, parent.as_ref());
     span
 }

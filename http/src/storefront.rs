@@ -7,6 +7,8 @@ use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use std::sync::Arc;
+
 use sha2::Digest;
 
 use crate::AppState;
@@ -15,7 +17,7 @@ use crate::AppState;
 struct Asset {
     body: &'static str,
     content_type: &'static str,
-    etag: String,
+    etag: HeaderValue,
 }
 
 impl Asset {
@@ -25,23 +27,22 @@ impl Asset {
         Self {
             body,
             content_type,
-            etag,
+            // Hex in quotes: always a valid header value.
+            etag: HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"\"")),
         }
     }
 
     /// The file, or `304` when the browser has this version. Revalidated on
     /// every load (`no-cache`): a new binary's page shows at once.
     fn serve(&self, headers: &HeaderMap) -> Response {
+        let etag = self.etag.to_str().unwrap_or_default();
         let fresh = headers
             .get(header::IF_NONE_MATCH)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|tags| tags.split(',').any(|t| t.trim() == self.etag));
+            .is_some_and(|tags| tags.split(',').any(|t| t.trim() == etag));
         let validators = [
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-            (
-                header::ETAG,
-                HeaderValue::from_str(&self.etag).unwrap_or(HeaderValue::from_static("\"\"")),
-            ),
+            (header::ETAG, self.etag.clone()),
         ];
         if fresh {
             return (StatusCode::NOT_MODIFIED, validators).into_response();
@@ -54,36 +55,35 @@ impl Asset {
     }
 }
 
-static PAGE: std::sync::LazyLock<Asset> = std::sync::LazyLock::new(|| {
-    Asset::new(
+/// The page and its two files: path, body, content type.
+const FILES: [(&str, &str, &str); 3] = [
+    (
+        "/",
         include_str!("../web/index.html"),
         "text/html; charset=utf-8",
-    )
-});
-static SCRIPT: std::sync::LazyLock<Asset> = std::sync::LazyLock::new(|| {
-    Asset::new(
+    ),
+    (
+        "/assets/app.js",
         include_str!("../web/app.js"),
         "text/javascript; charset=utf-8",
-    )
-});
-static STYLE: std::sync::LazyLock<Asset> = std::sync::LazyLock::new(|| {
-    Asset::new(include_str!("../web/app.css"), "text/css; charset=utf-8")
-});
+    ),
+    (
+        "/assets/app.css",
+        include_str!("../web/app.css"),
+        "text/css; charset=utf-8",
+    ),
+];
 
 /// `/`, `/assets/app.js`, `/assets/app.css`; outside the OpenAPI (they are
 /// pages, not API).
 pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/",
-            get(|headers: HeaderMap| async move { PAGE.serve(&headers) }),
-        )
-        .route(
-            "/assets/app.js",
-            get(|headers: HeaderMap| async move { SCRIPT.serve(&headers) }),
-        )
-        .route(
-            "/assets/app.css",
-            get(|headers: HeaderMap| async move { STYLE.serve(&headers) }),
-        )
+    FILES
+        .iter()
+        .fold(Router::new(), |router, (path, body, content_type)| {
+            let asset = Arc::new(Asset::new(body, content_type));
+            router.route(
+                path,
+                get(move |headers: HeaderMap| async move { asset.serve(&headers) }),
+            )
+        })
 }

@@ -126,11 +126,14 @@ async function refresh() {
   }
 }
 
-/** Calls the API; a problem document is thrown as a Problem. */
-async function api(method, path, { body, key, retried } = {}) {
+/**
+ * Calls the API as the session's user (or with `token`); a problem document
+ * is thrown as a Problem.
+ */
+async function api(method, path, { body, key, token, retried } = {}) {
   const headers = { accept: "application/json" };
-  const current = session.get();
-  if (current) headers.authorization = `Bearer ${current.access}`;
+  const current = token ? null : session.get();
+  if (token || current) headers.authorization = `Bearer ${token || current.access}`;
   if (body !== undefined) headers["content-type"] = "application/json";
   if (key) headers["idempotency-key"] = key;
   const response = await fetch(path, {
@@ -419,11 +422,7 @@ function cartPage(here) {
 
 async function signIn(username, password) {
   const grant = await tokenRequest({ grant_type: "password", username, password });
-  const response = await fetch("/user_profile", {
-    headers: { accept: "application/json", authorization: `Bearer ${grant.access_token}` },
-  });
-  const me = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Problem(response.status, me);
+  const me = await api("GET", "/user_profile", { token: grant.access_token });
   // One step: the page never shows a session whose role is not known yet.
   session.set({ access: grant.access_token, refresh: grant.refresh_token || null, username: me.username, role: me.role });
 }

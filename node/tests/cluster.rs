@@ -370,14 +370,7 @@ async fn the_whole_checkout_works_through_the_edge_of_each_of_three_nodes() {
     for n in [&n1, &n2, &n3] {
         n.wait_ready(Duration::from_secs(30)).await;
         // Ready means each node can do its own job; the checkout needs all six.
-        for service in [
-            "users",
-            "products",
-            "inventory",
-            "orders",
-            "payments",
-            "notifications",
-        ] {
+        for service in support::SERVICES {
             n.wait_reachable(service, Duration::from_secs(30)).await;
         }
     }

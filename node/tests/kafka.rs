@@ -10,16 +10,8 @@ use std::time::{Duration, Instant};
 use mart_schema::db::testing::TestDb;
 use serde_json::{Value, json};
 use support::kafka::{PARTITIONS, read_all};
-use support::{Api, Node, NodeSpec};
+use support::{Api, Node, NodeSpec, SERVICES};
 
-const SERVICES: &[&str] = &[
-    "users",
-    "products",
-    "inventory",
-    "orders",
-    "payments",
-    "notifications",
-];
 /// Registers, orders and pays; the order's id.
 async fn checkout(api: &Api, admin: &str) -> String {
     let (_, token) = api.customer("listener").await;

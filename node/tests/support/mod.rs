@@ -17,6 +17,15 @@ pub const JWT_SECRET: &str = "a shared test secret of decent length";
 pub const ADMIN_EMAIL: &str = "root@example.test";
 pub const ADMIN_PASSWORD: &str = "admin password";
 pub const COOKIE: &str = "cluster test cookie";
+/// Every service, by the names `--services` and the health report use.
+pub const SERVICES: [&str; 6] = [
+    "users",
+    "products",
+    "inventory",
+    "orders",
+    "payments",
+    "notifications",
+];
 
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
