@@ -144,19 +144,26 @@ fn tracer_provider(node: &str) -> Result<Option<SdkTracerProvider>, String> {
     if endpoint.is_none() || disabled {
         return Ok(None);
     }
-    for name in [
+    // Chosen here, not by the exporter: with both encodings built in it
+    // defaults to JSON, where OpenTelemetry's default is protobuf, and it
+    // would take `grpc` (not built in) with only a warning.
+    let named = [
         "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
         "OTEL_EXPORTER_OTLP_PROTOCOL",
-    ] {
-        if let Some(protocol) = env(name)
-            && !matches!(protocol.as_str(), "http/protobuf" | "http/json")
-        {
+    ]
+    .into_iter()
+    .find_map(|name| env(name).map(|value| (name, value)));
+    let protocol = match named {
+        None => opentelemetry_otlp::Protocol::HttpBinary,
+        Some((_, value)) if value == "http/protobuf" => opentelemetry_otlp::Protocol::HttpBinary,
+        Some((_, value)) if value == "http/json" => opentelemetry_otlp::Protocol::HttpJson,
+        Some((name, value)) => {
             return Err(format!(
-                "{name}={protocol}: mart exports traces over OTLP/HTTP; \
+                "{name}={value}: mart exports traces over OTLP/HTTP; \
                  use http/protobuf or http/json"
             ));
         }
-    }
+    };
     let mut resource = opentelemetry_sdk::Resource::builder()
         .with_attribute(opentelemetry::KeyValue::new(
             "service.instance.id",
@@ -177,8 +184,10 @@ fn tracer_provider(node: &str) -> Result<Option<SdkTracerProvider>, String> {
     let exporter = std::thread::scope(|scope| {
         scope
             .spawn(|| {
+                use opentelemetry_otlp::WithExportConfig;
                 opentelemetry_otlp::SpanExporter::builder()
                     .with_http()
+                    .with_protocol(protocol)
                     .build()
             })
             .join()

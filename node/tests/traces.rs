@@ -1,5 +1,5 @@
 //! One trace across a two-node cluster, exported over OTLP/HTTP (node A in
-//! protobuf, node B in JSON) to a receiver this test runs: the shopper's
+//! protobuf, the default, node B in JSON) to a receiver this test runs: the shopper's
 //! `traceparent` is honoured at the edge, the order is served on the other
 //! node, its `order.placed` record on Kafka carries the trace, and the email
 //! for it is sent in a span of the same trace.
@@ -160,16 +160,17 @@ async fn one_trace_follows_an_order_across_nodes_onto_kafka_and_into_its_email()
 
     let db = TestDb::empty().await;
     let ports = [free_port(), free_port()];
-    let otel = |protocol: &str| {
-        vec![
+    // No protocol: OpenTelemetry's default, protobuf.
+    let otel = |protocol: Option<&str>| {
+        let protocol = protocol.map(|p| ("OTEL_EXPORTER_OTLP_PROTOCOL".to_owned(), p.to_owned()));
+        protocol.into_iter().chain([
             ("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), endpoint.clone()),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL".into(), protocol.into()),
             ("OTEL_SERVICE_NAME".into(), "mart-test".into()),
             ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
             ("MART_KAFKA_BROKERS".into(), bootstrap.clone()),
             ("MART_KAFKA_TOPIC_PREFIX".into(), prefix.clone()),
             ("MART_KAFKA_PARTITIONS".into(), PARTITIONS.to_string()),
-        ]
+        ])
     };
     // A: the edge and every service but orders; B: orders alone.
     let mut a_spec = NodeSpec::member(
@@ -178,12 +179,12 @@ async fn one_trace_follows_an_order_across_nodes_onto_kafka_and_into_its_email()
         0,
         "users,products,inventory,payments,notifications",
     );
-    a_spec.extra_env.extend(otel("http/protobuf"));
+    a_spec.extra_env.extend(otel(None));
     a_spec
         .extra_env
         .push(("MART_LOG_FORMAT".into(), "json".into()));
     let mut b_spec = NodeSpec::member(&db.url, &ports, 1, "orders");
-    b_spec.extra_env.extend(otel("http/json"));
+    b_spec.extra_env.extend(otel(Some("http/json")));
     let a = Node::start(a_spec).await;
     let b = Node::start(b_spec).await;
     a.wait_reachable("orders", Duration::from_secs(30)).await;
