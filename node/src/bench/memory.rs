@@ -122,8 +122,9 @@ async fn entities(url: &str, count: usize) -> anyhow::Result<Vec<Footprint>> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = rss_bytes("self")?;
     // Idle actors stop after 10 s (asked every 10 s) and their routers park
-    // what they knew.
-    tokio::time::sleep(Duration::from_secs(25)).await;
+    // what they knew; what the actors used goes back to the kernel 5-7 s
+    // later (see main.rs).
+    tokio::time::sleep(Duration::from_secs(30)).await;
     let parked = rss_bytes("self")?;
     // Every one of them answers again, from what was parked.
     let again = Instant::now();
