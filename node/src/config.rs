@@ -38,6 +38,10 @@ pub enum Command {
     /// plain UPDATE, the edge vs a bare route and raw SQL, the Kafka mirror's lag
     /// (in scratch databases on the configured or embedded server).
     Bench(crate::bench::BenchOptions),
+    /// `mart bench`'s reference for entity actors, run in a process of its
+    /// own: starts `count` bare ractor actors and prints the bytes each added.
+    #[command(hide = true)]
+    BenchBareActors { count: usize },
     /// Run librdkafka's mock Kafka cluster on loopback for development (not durable).
     KafkaDevBroker,
     /// Run mart's Stripe test server on its own.

@@ -96,6 +96,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             outcome
         }
+        Command::BenchBareActors { count } => {
+            println!("{}", bench::bare_actor_bytes(count).await?);
+            Ok(())
+        }
         Command::Admin {
             action:
                 AdminAction::Create {

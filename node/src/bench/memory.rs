@@ -1,6 +1,7 @@
 //! Memory: a whole node's resident set when idle (a `mart` process of its
 //! own), and what idle entity actors cost (stock actors, in this process:
-//! the resident set before and after starting one per product).
+//! the resident set before and after starting one per product), next to
+//! what as many bare ractor actors cost (the floor of an actor per entity).
 
 use std::time::{Duration, Instant};
 
@@ -44,7 +45,69 @@ pub(super) async fn scenarios(
         per_entity_bytes: None,
     }];
     figures.extend(entities(entities_url, options.entities).await?);
+    figures.push(bare_actors(options.entities).await?);
     Ok(figures)
+}
+
+/// An actor with nothing in it: no state, a unit message.
+struct Bare;
+
+impl ractor::Actor for Bare {
+    type Msg = ();
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        _myself: ractor::ActorRef<()>,
+        _args: (),
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        Ok(())
+    }
+}
+
+/// `count` bare actors linked to one parent, as a router's entity actors
+/// are, in a `mart` process of its own (in this one, memory the stock actors
+/// freed would be reused unseen): what ractor itself costs per actor (its two
+/// mailbox channels, the task, the registries), the stock actors' reference.
+async fn bare_actors(count: usize) -> anyhow::Result<Footprint> {
+    let out = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["bench-bare-actors", &count.to_string()])
+        .env("RUST_LOG", "warn")
+        .stderr(std::process::Stdio::null())
+        .output()
+        .await?;
+    anyhow::ensure!(out.status.success(), "bench-bare-actors: {}", out.status);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (rss, each) = text
+        .trim()
+        .split_once(' ')
+        .and_then(|(rss, each)| Some((rss.parse::<u64>().ok()?, each.parse::<f64>().ok()?)))
+        .ok_or_else(|| anyhow::anyhow!("bench-bare-actors printed {text:?}"))?;
+    Ok(Footprint {
+        measurement: format!("reference: {count} bare ractor actors (no state, unit message)"),
+        rss_mb: rss as f64 / MB,
+        per_entity_bytes: Some(each),
+    })
+}
+
+/// Starts `count` bare actors in this process: its resident set with them,
+/// and the bytes each added, as one line (`mart bench-bare-actors`).
+pub(crate) async fn bare_actor_bytes(count: usize) -> anyhow::Result<String> {
+    let (parent, _) = ractor::Actor::spawn(None, Bare, ()).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_bytes("self")?;
+    let mut actors = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (actor, _) =
+            ractor::ActorRuntime::spawn_linked_instant(None, Bare, (), parent.get_cell())?;
+        actors.push(actor);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_bytes("self")?;
+    parent.stop(None);
+    let each = after.saturating_sub(before) as f64 / count.max(1) as f64;
+    Ok(format!("{after} {each}"))
 }
 
 /// Starts `mart` (all services, an edge) on `url`, waits until it is ready

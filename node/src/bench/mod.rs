@@ -16,6 +16,7 @@ mod edge;
 mod kafka;
 mod load;
 mod memory;
+pub(crate) use memory::bare_actor_bytes;
 mod orders;
 mod stock;
 
