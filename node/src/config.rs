@@ -41,7 +41,10 @@ pub enum Command {
     /// `mart bench`'s reference for entity actors, run in a process of its
     /// own: starts `count` bare ractor actors and prints the bytes each added.
     #[command(hide = true)]
-    BenchBareActors { count: usize },
+    BenchBareActors {
+        /// How many actors to start.
+        count: usize,
+    },
     /// Run librdkafka's mock Kafka cluster on loopback for development (not durable).
     KafkaDevBroker,
     /// Run mart's Stripe test server on its own.
