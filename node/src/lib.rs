@@ -97,7 +97,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             outcome
         }
         Command::BenchBareActors { count } => {
-            println!("{}", bench::bare_actor_bytes(count).await?);
+            let footprint = bench::bare_actor_footprint(count).await?;
+            println!("{}", serde_json::to_string(&footprint)?);
             Ok(())
         }
         Command::Admin {

@@ -5,6 +5,8 @@
 
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
+
 use mart_actors::Inventory;
 use mart_schema::user::Caller;
 use mart_schema::{ProductId, Service, db};
@@ -12,7 +14,7 @@ use mart_schema::{ProductId, Service, db};
 use super::BenchOptions;
 
 /// One memory figure.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Footprint {
     pub(crate) measurement: String,
     pub(crate) rss_mb: f64,
@@ -78,36 +80,27 @@ async fn bare_actors(count: usize) -> anyhow::Result<Footprint> {
         .output()
         .await?;
     anyhow::ensure!(out.status.success(), "bench-bare-actors: {}", out.status);
-    let text = String::from_utf8_lossy(&out.stdout);
-    let (rss, each) = text
-        .trim()
-        .split_once(' ')
-        .and_then(|(rss, each)| Some((rss.parse::<u64>().ok()?, each.parse::<f64>().ok()?)))
-        .ok_or_else(|| anyhow::anyhow!("bench-bare-actors printed {text:?}"))?;
-    Ok(Footprint {
-        measurement: format!("reference: {count} bare ractor actors (no state, unit message)"),
-        rss_mb: rss as f64 / MB,
-        per_entity_bytes: Some(each),
-    })
+    serde_json::from_slice(&out.stdout).context("what bench-bare-actors printed")
 }
 
-/// Starts `count` bare actors in this process: its resident set with them,
-/// and the bytes each added, as one line (`mart bench-bare-actors`).
-pub(crate) async fn bare_actor_bytes(count: usize) -> anyhow::Result<String> {
+/// Starts `count` bare actors in this process (they live as long as their
+/// parent) and says what they added to its resident set
+/// (`mart bench-bare-actors`, which prints it as JSON).
+pub(crate) async fn bare_actor_footprint(count: usize) -> anyhow::Result<Footprint> {
     let (parent, _) = ractor::Actor::spawn(None, Bare, ()).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = rss_bytes("self")?;
-    let mut actors = Vec::with_capacity(count);
     for _ in 0..count {
-        let (actor, _) =
-            ractor::ActorRuntime::spawn_linked_instant(None, Bare, (), parent.get_cell())?;
-        actors.push(actor);
+        ractor::ActorRuntime::spawn_linked_instant(None, Bare, (), parent.get_cell())?;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = rss_bytes("self")?;
     parent.stop(None);
-    let each = after.saturating_sub(before) as f64 / count.max(1) as f64;
-    Ok(format!("{after} {each}"))
+    Ok(Footprint {
+        measurement: format!("reference: {count} bare ractor actors (no state, unit message)"),
+        rss_mb: after as f64 / MB,
+        per_entity_bytes: Some(after.saturating_sub(before) as f64 / count.max(1) as f64),
+    })
 }
 
 /// Starts `mart` (all services, an edge) on `url`, waits until it is ready

@@ -10,13 +10,14 @@
 //!   order transaction (`orders`). `load` is the HTTP load generator.
 //! - `kafka`: the Kafka mirror's lag, from an order's 201 to its record on
 //!   the topic, at a steady rate of orders.
-//! - `memory`: an idle node's resident set, and what idle entity actors add.
+//! - `memory`: an idle node's resident set, what entity actors add live and
+//!   parked, and what as many bare ractor actors add (their reference).
 
 mod edge;
 mod kafka;
 mod load;
 mod memory;
-pub(crate) use memory::bare_actor_bytes;
+pub(crate) use memory::bare_actor_footprint;
 mod orders;
 mod stock;
 
