@@ -35,8 +35,9 @@ pub enum Command {
     /// Apply pending database migrations of the hosted services, then exit.
     Migrate,
     /// Measure mart against references taken in the same run: reservations vs a
-    /// plain UPDATE, the edge vs a bare route and raw SQL, the Kafka mirror's lag
-    /// (in scratch databases on the configured or embedded server).
+    /// plain UPDATE, the edge vs a bare route and raw SQL, the Kafka mirror's lag,
+    /// entity actors' memory vs bare ractor actors (in scratch databases on the
+    /// configured or embedded server).
     Bench(crate::bench::BenchOptions),
     /// `mart bench`'s reference for entity actors, run in a process of its
     /// own: starts `count` bare ractor actors and prints the bytes each added.
