@@ -1,8 +1,11 @@
-//! Group commit: writes that arrive while one transaction is being written
-//! queue up, and the next flush writes all of them in one transaction. Each
-//! writer still gets its own answer, after the commit. The stock actors of a
-//! node share one (many products, one transaction), and so do the new orders
-//! of a node.
+//! Batched round trips: items that arrive while one batch is at the database
+//! queue up, and the next flush sends all of them in one statement or
+//! transaction. Each caller still gets its own answer, after the batch.
+//!
+//! - Group commit: the stock actors of a node share one writer (many
+//!   products, one transaction), and so do the new orders of a node.
+//! - Group load: stock actors starting at once (a cold sweep of products, a
+//!   hand-off reloading every product) load in one query, not one each.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -12,8 +15,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use crate::call::remaining;
 use crate::failure::Infra;
 
-/// What a group-commit writer writes.
-pub(crate) trait BatchWrite: Clone + Send + Sync + 'static {
+/// What a [`Batcher`] sends: a group commit, or a group load.
+pub(crate) trait Batched: Clone + Send + Sync + 'static {
     type Item: Send + Sync + 'static;
     /// Each item's outcome, in the order of the items.
     type Done: Clone + Send + 'static;
@@ -21,10 +24,15 @@ pub(crate) trait BatchWrite: Clone + Send + Sync + 'static {
     const NAME: &'static str;
     /// The service it writes for.
     const SERVICE: mart_schema::Service;
-    /// Most items one transaction writes.
+    /// Most items one round trip takes.
     const MAX_BATCH: usize;
+    /// Batches at the database at once. One leaves the server idle while a
+    /// batch's commit waits for the disk, and the next batch waits for it;
+    /// two let the next one run meanwhile (outbox partitions are still
+    /// claimed in commit order: a later batch waits for the earlier's lock).
+    const IN_FLIGHT: usize = 2;
 
-    fn write(
+    fn run(
         &self,
         items: &[Self::Item],
     ) -> impl Future<Output = Result<Vec<Self::Done>, Infra>> + Send;
@@ -34,14 +42,16 @@ pub(crate) type Outcome<D> = Result<D, Arc<Infra>>;
 
 /// An item waiting for its transaction, and where its outcome goes.
 type Waiting<W> = (
-    <W as BatchWrite>::Item,
-    RpcReplyPort<Outcome<<W as BatchWrite>::Done>>,
+    <W as Batched>::Item,
+    RpcReplyPort<Outcome<<W as Batched>::Done>>,
 );
 
 pub(crate) enum BatchMsg<I, D> {
     Write(I, RpcReplyPort<Outcome<D>>),
-    /// Write everything queued so far.
+    /// Send what is queued, as far as [`Batched::IN_FLIGHT`] allows.
     Flush,
+    /// A batch is done: its place may go to the next.
+    Done,
 }
 
 impl<I: Send + 'static, D: Send + 'static> ractor::Message for BatchMsg<I, D> {}
@@ -51,38 +61,40 @@ impl<I, D> std::fmt::Debug for BatchMsg<I, D> {
         f.write_str(match self {
             BatchMsg::Write(..) => "Write",
             BatchMsg::Flush => "Flush",
+            BatchMsg::Done => "Done",
         })
     }
 }
 
-/// The group-commit actor of one [`BatchWrite`].
-pub(crate) struct GroupCommit<W>(PhantomData<fn() -> W>);
+/// The actor that batches one [`Batched`]'s items.
+pub(crate) struct Batcher<W>(PhantomData<fn() -> W>);
 
-impl<W> GroupCommit<W> {
+impl<W> Batcher<W> {
     pub(crate) fn new() -> Self {
-        GroupCommit(PhantomData)
+        Batcher(PhantomData)
     }
 }
 
-impl<W> Clone for GroupCommit<W> {
+impl<W> Clone for Batcher<W> {
     fn clone(&self) -> Self {
-        GroupCommit::new()
+        Batcher::new()
     }
 }
 
-impl<W> std::fmt::Debug for GroupCommit<W> {
+impl<W> std::fmt::Debug for Batcher<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("GroupCommit")
+        f.write_str("Batcher")
     }
 }
 
-pub(crate) struct Queue<W: BatchWrite> {
+pub(crate) struct Queue<W: Batched> {
     writer: W,
     pending: Vec<Waiting<W>>,
     flush_queued: bool,
+    in_flight: usize,
 }
 
-impl<W: BatchWrite> std::fmt::Debug for Queue<W> {
+impl<W: Batched> std::fmt::Debug for Queue<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Queue")
             .field("pending", &self.pending.len())
@@ -90,7 +102,7 @@ impl<W: BatchWrite> std::fmt::Debug for Queue<W> {
     }
 }
 
-impl<W: BatchWrite> Actor for GroupCommit<W> {
+impl<W: Batched> Actor for Batcher<W> {
     type Msg = BatchMsg<W::Item, W::Done>;
     type State = Queue<W>;
     type Arguments = W;
@@ -104,6 +116,7 @@ impl<W: BatchWrite> Actor for GroupCommit<W> {
             writer,
             pending: Vec::new(),
             flush_queued: false,
+            in_flight: 0,
         })
     }
 
@@ -117,34 +130,60 @@ impl<W: BatchWrite> Actor for GroupCommit<W> {
             BatchMsg::Write(item, reply) => {
                 queue.pending.push((item, reply));
                 // Everything already in the mailbox arrives before this Flush.
-                if !queue.flush_queued {
+                if !queue.flush_queued && queue.in_flight < W::IN_FLIGHT {
                     queue.flush_queued = myself.cast(BatchMsg::Flush).is_ok();
                 }
             }
             BatchMsg::Flush => {
                 queue.flush_queued = false;
-                while !queue.pending.is_empty() {
+                while queue.in_flight < W::IN_FLIGHT && !queue.pending.is_empty() {
                     let take = queue.pending.len().min(W::MAX_BATCH);
                     let batch: Vec<_> = queue.pending.drain(..take).collect();
-                    let (items, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-                    let several = items.len() > 1;
-                    match queue.writer.write(&items).await {
-                        Ok(done) => answer(replies, Ok(done)),
-                        // A value PostgreSQL refused fails the whole
-                        // transaction: write each alone, so only its own
-                        // caller hears of it.
-                        Err(e) if several && e.is_data_exception() => {
-                            for (item, reply) in items.iter().zip(replies) {
-                                let alone = queue.writer.write(std::slice::from_ref(item)).await;
-                                answer(vec![reply], alone);
-                            }
-                        }
-                        Err(e) => answer(replies, Err(e)),
-                    }
+                    queue.in_flight += 1;
+                    let (writer, done) = (queue.writer.clone(), Landed(myself.clone()));
+                    tokio::spawn(async move {
+                        run(&writer, batch).await;
+                        drop(done);
+                    });
+                }
+            }
+            BatchMsg::Done => {
+                queue.in_flight -= 1;
+                // What queued meanwhile goes now, in one batch.
+                if !queue.pending.is_empty() && !queue.flush_queued {
+                    queue.flush_queued = myself.cast(BatchMsg::Flush).is_ok();
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// Tells the batcher a batch is done when dropped: also if its task
+/// panicked, or the batcher would wait for it for ever.
+struct Landed<I: Send + 'static, D: Send + 'static>(ActorRef<BatchMsg<I, D>>);
+
+impl<I: Send + 'static, D: Send + 'static> Drop for Landed<I, D> {
+    fn drop(&mut self) {
+        let _ = self.0.cast(BatchMsg::Done);
+    }
+}
+
+/// Runs one batch and answers each of its callers.
+async fn run<W: Batched>(writer: &W, batch: Vec<Waiting<W>>) {
+    let (items, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+    let several = items.len() > 1;
+    match writer.run(&items).await {
+        Ok(done) => answer(replies, Ok(done)),
+        // A value PostgreSQL refused fails the whole transaction: run each
+        // alone, so only its own caller hears of it.
+        Err(e) if several && e.is_data_exception() => {
+            for (item, reply) in items.iter().zip(replies) {
+                let alone = writer.run(std::slice::from_ref(item)).await;
+                answer(vec![reply], alone);
+            }
+        }
+        Err(e) => answer(replies, Err(e)),
     }
 }
 
@@ -165,9 +204,9 @@ fn answer<D: Clone>(replies: Vec<RpcReplyPort<Outcome<D>>>, outcome: Result<Vec<
     }
 }
 
-/// Writes `item` with whatever else is queued on this node; answers after
-/// the commit, at most until this task's deadline.
-pub(crate) async fn write<W: BatchWrite>(item: W::Item) -> Result<W::Done, Infra> {
+/// Runs `item` with whatever else is queued on this node; answers after
+/// the batch (the commit), at most until this task's deadline.
+pub(crate) async fn submit<W: Batched>(item: W::Item) -> Result<W::Done, Infra> {
     // Restarting, or stopping with its node: trying again soon may work.
     let away = |why: &str| Infra::Unavailable {
         service: W::SERVICE,

@@ -10,10 +10,11 @@ use mart_schema::Service;
 use ractor::{Actor, ActorRef};
 
 use crate::auth::TokenKeys;
-use crate::batch::{BatchWrite, GroupCommit};
+use crate::batch::{Batched, Batcher};
 use crate::call::{Front, Serve};
 use crate::inventory::{
-    CATALOG_SUBSCRIBER, CatalogSubscriber, InventoryService, StockRouter, StockStore, StockWriter,
+    CATALOG_SUBSCRIBER, CatalogSubscriber, InventoryService, StockLoader, StockRouter, StockStore,
+    StockWriter,
 };
 use crate::notifications::{
     MailSender, Mailer, NotificationService, NotificationStore, NotificationSubscriber, SENDER,
@@ -229,7 +230,8 @@ fn service_children(
         Service::Products => children.push(front(ProductService::new(pool))),
         Service::Inventory => {
             let store = StockStore::new(pool);
-            children.push(group_commit(StockWriter(store.clone())));
+            children.push(batcher(StockWriter(store.clone())));
+            children.push(batcher(StockLoader(store.clone())));
             let router = owners::router_name(Service::Inventory, node);
             children.push(named("router", router, StockRouter, store.clone()));
             children.push(front(InventoryService::new(store.clone())));
@@ -245,7 +247,7 @@ fn service_children(
             };
             let router = owners::router_name(Service::Orders, node);
             children.push(named("router", router, OrderRouter, actor_deps));
-            children.push(group_commit(OrderWriter(orders.store.clone())));
+            children.push(batcher(OrderWriter(orders.store.clone())));
             let payments = orders.payments.clone();
             let subscriber = PAYMENTS_SUBSCRIBER.to_owned();
             children.push(named("payments", subscriber, PaymentSubscriber, payments));
@@ -282,14 +284,12 @@ fn service_children(
     Ok(children)
 }
 
-/// A node's group-commit writer of `writer`'s items, found by its name.
-fn group_commit<W: BatchWrite + std::fmt::Debug>(writer: W) -> ChildSpec {
-    named(
-        "writer",
-        W::NAME.to_owned(),
-        GroupCommit::<W>::new(),
-        writer,
-    )
+/// A node's batcher of `batched`'s items (group commit, group load), found
+/// by its name; the supervisor tells its children apart by the name's last
+/// part ("writer", "loader").
+fn batcher<W: Batched + std::fmt::Debug>(batched: W) -> ChildSpec {
+    let id = W::NAME.rsplit('.').next().unwrap_or(W::NAME);
+    named(id, W::NAME.to_owned(), Batcher::<W>::new(), batched)
 }
 
 /// The service's group member, serving `service`'s requests.

@@ -30,9 +30,10 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use time::OffsetDateTime;
 
 use super::state::{self, Levels, Line, OpDone, Scratch, StockOp};
-use super::store::{StockStore, StockWrite, Wrote};
-use super::writer::StockWriter;
-use crate::batch;
+use super::store::{Loaded, StockStore, StockWrite, Wrote};
+use super::writer::{StockLoader, StockWriter};
+use crate::batch::{self, Batched};
+use crate::failure::Infra;
 use crate::failure::{self, Rejection};
 use crate::owners::Owned;
 use crate::trace::TraceParent;
@@ -132,7 +133,7 @@ impl Actor for StockActor {
     ) -> Result<Self::State, ActorProcessingErr> {
         let loaded = match args.parked.take() {
             Some(parked) => Some((parked.levels, parked.open)),
-            None => args.store.load(args.product_id).await?,
+            None => load(&args).await?,
         };
         let (levels, open) = match loaded {
             Some((levels, open)) => (Some(levels), open),
@@ -258,6 +259,15 @@ impl Decided {
     }
 }
 
+/// Loads with the other actors starting now, or alone while the node's
+/// loader is away (restarting, or not started: a test's lone actor).
+async fn load(args: &StockArgs) -> Result<Option<Loaded>, Infra> {
+    if ractor::registry::where_is(StockLoader::NAME).is_none() {
+        return args.store.load(args.product_id).await;
+    }
+    batch::submit::<StockLoader>(args.product_id).await
+}
+
 fn schedule_expiry(myself: &ActorRef<StockMsg>, at: OffsetDateTime) {
     let wait = (at - mart_schema::now()).max(time::Duration::ZERO);
     let wait = Duration::try_from(wait).unwrap_or_default() + Duration::from_millis(5);
@@ -351,7 +361,7 @@ impl StockState {
                 traces: decided.traces.clone(),
                 assumed_new,
             };
-            let wrote = match batch::write::<StockWriter>(write).await {
+            let wrote = match batch::submit::<StockWriter>(write).await {
                 Ok(wrote) => wrote,
                 // A value PostgreSQL refused: nothing was written, memory is
                 // still the truth. Each change is tried alone, so only the

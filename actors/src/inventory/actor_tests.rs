@@ -1,7 +1,7 @@
 //! The stock actor against a real PostgreSQL: fencing and stale lines.
 
 use super::*;
-use crate::batch::{BatchWrite, GroupCommit};
+use crate::batch::{Batched, Batcher};
 use crate::pool::Pool;
 use mart_schema::db::testing::TestDb;
 use ractor::rpc::CallResult;
@@ -17,7 +17,7 @@ async fn stocked(
     TestDb,
     ProductId,
     StockStore,
-    ActorRef<<GroupCommit<StockWriter> as Actor>::Msg>,
+    ActorRef<<Batcher<StockWriter> as Actor>::Msg>,
 ) {
     let db = TestDb::new().await;
     let product_id = ProductId::new();
@@ -32,8 +32,8 @@ async fn stocked(
         .await
         .expect("stock");
     let store = StockStore::new(Pool::new(db.pool.clone(), mart_schema::Service::Inventory));
-    let name = Some(<StockWriter as BatchWrite>::NAME.to_owned());
-    let writer = GroupCommit::<StockWriter>::new();
+    let name = Some(<StockWriter as Batched>::NAME.to_owned());
+    let writer = Batcher::<StockWriter>::new();
     let (writer, _) = Actor::spawn(name, writer, StockWriter(store.clone()))
         .await
         .expect("writer");
@@ -319,5 +319,85 @@ async fn an_idle_actor_stops_and_what_it_knew_starts_the_next_one() {
     assert_eq!((levels.on_hand, levels.reserved), (5, 2), "from memory");
     again.stop(None);
     catch.stop(None);
+    let _ = writer.stop_and_wait(None, None).await;
+}
+
+/// Actors starting at once load through the node's loader, in one query:
+/// each gets its own product's levels and open lines (settled lines are not
+/// open), and a product without a record is unknown.
+#[tokio::test]
+async fn actors_starting_together_each_load_their_own_product() {
+    let _one = ONE_WRITER.lock().await;
+    let (db, open_one, store, writer) = stocked(5).await;
+    let name = Some(<StockLoader as Batched>::NAME.to_owned());
+    let (loader, _) = Actor::spawn(
+        name,
+        Batcher::<StockLoader>::new(),
+        StockLoader(store.clone()),
+    )
+    .await
+    .expect("loader");
+    let (plain, unknown) = (ProductId::new(), ProductId::new());
+    let held = OrderId::new();
+    db.pool
+        .get()
+        .await
+        .expect("client")
+        .batch_execute(&format!(
+            "insert into inventory.stock (product_id, on_hand) values ('{plain}', 7); \
+             update inventory.stock set reserved = 3 where product_id = '{open_one}'; \
+             insert into inventory.reservation_lines (order_id, product_id, quantity, status, expires_at) \
+               values ('{held}', '{open_one}', 2, 'reserved', now() + interval '1 hour'), \
+                      ('{}', '{open_one}', 1, 'reserved', now() + interval '1 hour'), \
+                      ('{}', '{open_one}', 4, 'committed', now())",
+            OrderId::new(),
+            OrderId::new()
+        ))
+        .await
+        .expect("stock");
+    let spawn = |product_id| {
+        let args = StockArgs {
+            product_id,
+            store: store.clone(),
+            parked: None,
+        };
+        Actor::spawn(None, StockActor, args)
+    };
+    let (a, b, c) = tokio::join!(spawn(open_one), spawn(plain), spawn(unknown));
+    let levels = |actor: ActorRef<StockMsg>| async move {
+        match actor
+            .call(StockMsg::Levels, Some(Duration::from_secs(5)))
+            .await
+        {
+            Ok(CallResult::Success(answer)) => answer,
+            other => panic!("no answer: {other:?}"),
+        }
+    };
+    let (a, _) = a.expect("actor");
+    let (b, _) = b.expect("actor");
+    let (c, _) = c.expect("actor");
+    let mine = levels(a.clone()).await.expect("levels");
+    assert_eq!((mine.on_hand, mine.reserved, mine.available), (5, 3, 2));
+    let theirs = levels(b).await.expect("levels");
+    assert_eq!((theirs.on_hand, theirs.reserved), (7, 0));
+    assert!(matches!(
+        levels(c).await,
+        Err(Owned::Rejected(InventoryError::UnknownProduct(p))) if p == unknown
+    ));
+    // Its open lines were loaded too: releasing one frees its 2 units.
+    let release = StockOp::Release {
+        order_id: held,
+        expired: false,
+    };
+    let released = a
+        .call(
+            |reply| StockMsg::Op(release, Some(reply), None),
+            Some(Duration::from_secs(10)),
+        )
+        .await;
+    assert!(matches!(released, Ok(CallResult::Success(Ok(_)))));
+    assert_eq!(stored_levels(&db, open_one).await, (5, 1));
+    a.stop(None);
+    loader.stop(None);
     let _ = writer.stop_and_wait(None, None).await;
 }

@@ -39,7 +39,7 @@ pub(crate) use catalog::{CATALOG_SUBSCRIBER, CatalogSubscriber};
 pub(crate) use front::InventoryService;
 pub(crate) use router::StockRouter;
 pub(crate) use store::StockStore;
-pub(crate) use writer::StockWriter;
+pub(crate) use writer::{StockLoader, StockWriter};
 
 use crate::call::{CallError, Request, ServiceClient};
 use crate::failure::{Refusal, rejection};

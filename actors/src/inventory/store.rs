@@ -31,6 +31,9 @@ pub(crate) struct StockWrite {
     pub(crate) assumed_new: Vec<OrderId>,
 }
 
+/// A product's levels and open lines, as loaded.
+pub(crate) type Loaded = (Levels, HashMap<OrderId, Line>);
+
 /// What became of one product's batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Wrote {
@@ -205,46 +208,52 @@ impl StockStore {
         }
     }
 
-    /// A product's levels and open lines, in one round trip (one snapshot);
-    /// `None` without a stock record.
-    pub(crate) async fn load(
+    /// A product's levels and open lines (one snapshot); `None` without a
+    /// stock record.
+    pub(crate) async fn load(&self, product: ProductId) -> Result<Option<Loaded>, Infra> {
+        Ok(self.load_many(&[product]).await?.pop().flatten())
+    }
+
+    /// Several products' levels and open lines, in the order asked, in one
+    /// query (one snapshot); `None` for a product without a stock record.
+    pub(crate) async fn load_many(
         &self,
-        product: ProductId,
-    ) -> Result<Option<(Levels, HashMap<OrderId, Line>)>, Infra> {
+        products: &[ProductId],
+    ) -> Result<Vec<Option<Loaded>>, Infra> {
         let client = self.pool.get().await?;
         let load = client
             .prepare_cached(
-                "select s.on_hand, s.reserved, s.low_stock_threshold, s.archived, \
-                        l.order_id, l.quantity, l.expires_at, s.version \
+                "select s.product_id, s.on_hand, s.reserved, s.low_stock_threshold, s.archived, \
+                        s.version, l.order_id, l.quantity, l.expires_at \
                  from inventory.stock s \
                  left join inventory.reservation_lines l \
                    on l.product_id = s.product_id and l.status = 'reserved' \
-                 where s.product_id = $1",
+                 where s.product_id = any($1)",
             )
             .await?;
-        let rows = client.query(&load, &[&product]).await?;
-        let Some(first) = rows.first() else {
-            return Ok(None);
-        };
-        let levels = Levels {
-            on_hand: first.get(0),
-            reserved: first.get(1),
-            threshold: first.get(2),
-            archived: first.get(3),
-            version: first.get(7),
-        };
-        let mut open = HashMap::new();
-        for row in &rows {
-            if let Some(order_id) = row.get::<_, Option<OrderId>>(4) {
+        let ids: Vec<uuid::Uuid> = products.iter().map(|p| p.0).collect();
+        let mut found: HashMap<ProductId, Loaded> = HashMap::new();
+        for row in client.query(&load, &[&ids]).await? {
+            let (_, open) = found.entry(row.get(0)).or_insert_with(|| {
+                let levels = Levels {
+                    on_hand: row.get(1),
+                    reserved: row.get(2),
+                    threshold: row.get(3),
+                    archived: row.get(4),
+                    version: row.get(5),
+                };
+                (levels, HashMap::new())
+            });
+            if let Some(order_id) = row.get::<_, Option<OrderId>>(6) {
                 let line = Line {
-                    quantity: row.get(5),
+                    quantity: row.get(7),
                     status: LineStatus::Reserved,
-                    expires_at: row.get(6),
+                    expires_at: row.get(8),
                 };
                 open.insert(order_id, line);
             }
         }
-        Ok(Some((levels, open)))
+        Ok(products.iter().map(|p| found.get(p).cloned()).collect())
     }
 
     /// The lines of `orders` for `product`, whatever their status.

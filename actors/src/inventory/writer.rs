@@ -1,25 +1,29 @@
-//! Group commit for stock (see [`crate::batch`]): the decided batches of
-//! every product this node owns, written together in one transaction, each
-//! product's still fenced by its own version.
+//! Batched round trips for stock (see [`crate::batch`]):
+//! - group commit: the decided batches of every product this node owns,
+//!   written together in one transaction, each product's still fenced by its
+//!   own version;
+//! - group load: the stock actors starting at once, loaded in one query.
 
 use std::collections::HashSet;
 
-use super::store::{StockStore, StockWrite, Wrote};
-use crate::batch::BatchWrite;
+use mart_schema::ProductId;
+
+use super::store::{Loaded, StockStore, StockWrite, Wrote};
+use crate::batch::Batched;
 use crate::failure::Infra;
 
 /// Writes decided stock batches, many products to a transaction.
 #[derive(Debug, Clone)]
 pub(crate) struct StockWriter(pub(crate) StockStore);
 
-impl BatchWrite for StockWriter {
+impl Batched for StockWriter {
     type Item = StockWrite;
     type Done = Wrote;
     const NAME: &'static str = "mart.inventory.writer";
     const SERVICE: mart_schema::Service = mart_schema::Service::Inventory;
     const MAX_BATCH: usize = 512;
 
-    async fn write(&self, writes: &[StockWrite]) -> Result<Vec<Wrote>, Infra> {
+    async fn run(&self, writes: &[StockWrite]) -> Result<Vec<Wrote>, Infra> {
         let mut seen = HashSet::new();
         if writes.iter().all(|w| seen.insert(w.product_id)) {
             return self.0.write_batch(writes).await;
@@ -42,5 +46,23 @@ impl BatchWrite for StockWriter {
             left = later;
         }
         Ok(done)
+    }
+}
+
+/// Loads the products whose stock actors start at once, in one query: a
+/// cold product costs a query plan and a round trip, which a sweep over
+/// thousands of products (or a hand-off reloading every one) paid each.
+#[derive(Debug, Clone)]
+pub(crate) struct StockLoader(pub(crate) StockStore);
+
+impl Batched for StockLoader {
+    type Item = ProductId;
+    type Done = Option<Loaded>;
+    const NAME: &'static str = "mart.inventory.loader";
+    const SERVICE: mart_schema::Service = mart_schema::Service::Inventory;
+    const MAX_BATCH: usize = 256;
+
+    async fn run(&self, products: &[ProductId]) -> Result<Vec<Option<Loaded>>, Infra> {
+        self.0.load_many(products).await
     }
 }

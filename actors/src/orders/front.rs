@@ -215,7 +215,7 @@ impl OrderService {
             key,
             trace: crate::trace::current().map(String::from),
         };
-        if let Err(e) = batch::write::<OrderWriter>(row).await {
+        if let Err(e) = batch::submit::<OrderWriter>(row).await {
             // No order: give the stock back now rather than at expiry.
             let release = crate::inventory::Settle::Release;
             let _ = self

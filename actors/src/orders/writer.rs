@@ -2,21 +2,21 @@
 //! this node while one transaction is written go together in the next.
 
 use super::store::{NewRow, OrderStore};
-use crate::batch::BatchWrite;
+use crate::batch::Batched;
 use crate::failure::Infra;
 
 /// Writes new orders, many to a transaction.
 #[derive(Debug, Clone)]
 pub(crate) struct OrderWriter(pub(crate) OrderStore);
 
-impl BatchWrite for OrderWriter {
+impl Batched for OrderWriter {
     type Item = NewRow;
     type Done = ();
     const NAME: &'static str = "mart.orders.writer";
     const SERVICE: mart_schema::Service = mart_schema::Service::Orders;
     const MAX_BATCH: usize = 512;
 
-    async fn write(&self, rows: &[NewRow]) -> Result<Vec<()>, Infra> {
+    async fn run(&self, rows: &[NewRow]) -> Result<Vec<()>, Infra> {
         self.0.insert_batch(rows).await?;
         Ok(vec![(); rows.len()])
     }
