@@ -26,11 +26,6 @@ pub(crate) trait Batched: Clone + Send + Sync + 'static {
     const SERVICE: mart_schema::Service;
     /// Most items one round trip takes.
     const MAX_BATCH: usize;
-    /// Batches at the database at once. One leaves the server idle while a
-    /// batch's commit waits for the disk, and the next batch waits for it;
-    /// two let the next one run meanwhile (outbox partitions are still
-    /// claimed in commit order: a later batch waits for the earlier's lock).
-    const IN_FLIGHT: usize = 2;
 
     fn run(
         &self,
@@ -48,10 +43,8 @@ type Waiting<W> = (
 
 pub(crate) enum BatchMsg<I, D> {
     Write(I, RpcReplyPort<Outcome<D>>),
-    /// Send what is queued, as far as [`Batched::IN_FLIGHT`] allows.
+    /// Send everything queued so far.
     Flush,
-    /// A batch is done: its place may go to the next.
-    Done,
 }
 
 impl<I: Send + 'static, D: Send + 'static> ractor::Message for BatchMsg<I, D> {}
@@ -61,7 +54,6 @@ impl<I, D> std::fmt::Debug for BatchMsg<I, D> {
         f.write_str(match self {
             BatchMsg::Write(..) => "Write",
             BatchMsg::Flush => "Flush",
-            BatchMsg::Done => "Done",
         })
     }
 }
@@ -91,7 +83,6 @@ pub(crate) struct Queue<W: Batched> {
     writer: W,
     pending: Vec<Waiting<W>>,
     flush_queued: bool,
-    in_flight: usize,
 }
 
 impl<W: Batched> std::fmt::Debug for Queue<W> {
@@ -116,7 +107,6 @@ impl<W: Batched> Actor for Batcher<W> {
             writer,
             pending: Vec::new(),
             flush_queued: false,
-            in_flight: 0,
         })
     }
 
@@ -130,42 +120,20 @@ impl<W: Batched> Actor for Batcher<W> {
             BatchMsg::Write(item, reply) => {
                 queue.pending.push((item, reply));
                 // Everything already in the mailbox arrives before this Flush.
-                if !queue.flush_queued && queue.in_flight < W::IN_FLIGHT {
+                if !queue.flush_queued {
                     queue.flush_queued = myself.cast(BatchMsg::Flush).is_ok();
                 }
             }
             BatchMsg::Flush => {
                 queue.flush_queued = false;
-                while queue.in_flight < W::IN_FLIGHT && !queue.pending.is_empty() {
+                while !queue.pending.is_empty() {
                     let take = queue.pending.len().min(W::MAX_BATCH);
                     let batch: Vec<_> = queue.pending.drain(..take).collect();
-                    queue.in_flight += 1;
-                    let (writer, done) = (queue.writer.clone(), Landed(myself.clone()));
-                    tokio::spawn(async move {
-                        run(&writer, batch).await;
-                        drop(done);
-                    });
-                }
-            }
-            BatchMsg::Done => {
-                queue.in_flight -= 1;
-                // What queued meanwhile goes now, in one batch.
-                if !queue.pending.is_empty() && !queue.flush_queued {
-                    queue.flush_queued = myself.cast(BatchMsg::Flush).is_ok();
+                    run(&queue.writer, batch).await;
                 }
             }
         }
         Ok(())
-    }
-}
-
-/// Tells the batcher a batch is done when dropped: also if its task
-/// panicked, or the batcher would wait for it for ever.
-struct Landed<I: Send + 'static, D: Send + 'static>(ActorRef<BatchMsg<I, D>>);
-
-impl<I: Send + 'static, D: Send + 'static> Drop for Landed<I, D> {
-    fn drop(&mut self) {
-        let _ = self.0.cast(BatchMsg::Done);
     }
 }
 
