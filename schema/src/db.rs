@@ -27,14 +27,6 @@ pub enum DbError {
     },
 }
 
-/// Every statement mart prepares is an OLTP lookup or a batch over arrays
-/// whose best plan does not depend on the values. Left to choose, PostgreSQL
-/// planned the batch statements (the outbox append, the stock update) again
-/// for about every other execution, and a product's load every time once one
-/// product had most reservation lines: a third of a millisecond each, a fifth
-/// of the database's time under load (`pg_stat_statements`, track_planning).
-const GENERIC_PLANS: &str = "set plan_cache_mode = force_generic_plan";
-
 /// A connection pool for one service's database, over TLS as the URL's
 /// `sslmode` says (see [`tls`]).
 pub fn pool(url: &str, max_size: usize) -> Result<Pool, DbError> {
@@ -47,14 +39,6 @@ pub fn pool(url: &str, max_size: usize) -> Result<Pool, DbError> {
         },
     );
     Pool::builder(manager)
-        .post_create(deadpool_postgres::Hook::async_fn(|client, _| {
-            Box::pin(async move {
-                client
-                    .batch_execute(GENERIC_PLANS)
-                    .await
-                    .map_err(deadpool_postgres::HookError::Backend)
-            })
-        }))
         .max_size(max_size)
         .runtime(Runtime::Tokio1)
         // A caller never waits forever for a connection: a full pool is an error

@@ -221,19 +221,24 @@ impl StockStore {
         products: &[ProductId],
     ) -> Result<Vec<Option<Loaded>>, Infra> {
         let client = self.pool.get().await?;
-        let load = client
-            .prepare_cached(
+        let ids: Vec<uuid::Uuid> = products.iter().map(|p| p.0).collect();
+        // Planned for these products each time (an unnamed statement, in one
+        // round trip): once one product held most reservation lines, the
+        // generic plan of a prepared statement hash-joined every one of them
+        // on each load (10 ms a batch instead of a fraction of one).
+        let rows = client
+            .query_typed(
                 "select s.product_id, s.on_hand, s.reserved, s.low_stock_threshold, s.archived, \
                         s.version, l.order_id, l.quantity, l.expires_at \
                  from inventory.stock s \
                  left join inventory.reservation_lines l \
                    on l.product_id = s.product_id and l.status = 'reserved' \
                  where s.product_id = any($1)",
+                &[(&ids, postgres_types::Type::UUID_ARRAY)],
             )
             .await?;
-        let ids: Vec<uuid::Uuid> = products.iter().map(|p| p.0).collect();
         let mut found: HashMap<ProductId, Loaded> = HashMap::new();
-        for row in client.query(&load, &[&ids]).await? {
+        for row in rows {
             let (_, open) = found.entry(row.get(0)).or_insert_with(|| {
                 let levels = Levels {
                     on_hand: row.get(1),
