@@ -22,7 +22,7 @@ pub(crate) trait Batched: Clone + Send + Sync + 'static {
     type Done: Clone + Send + 'static;
     /// Its registry name on this node.
     const NAME: &'static str;
-    /// The service it writes for.
+    /// The service it works for.
     const SERVICE: mart_schema::Service;
     /// Most items one round trip takes.
     const MAX_BATCH: usize;
@@ -35,7 +35,7 @@ pub(crate) trait Batched: Clone + Send + Sync + 'static {
 
 pub(crate) type Outcome<D> = Result<D, Arc<Infra>>;
 
-/// An item waiting for its transaction, and where its outcome goes.
+/// An item waiting for its batch, and where its outcome goes.
 type Waiting<W> = (
     <W as Batched>::Item,
     RpcReplyPort<Outcome<<W as Batched>::Done>>,
@@ -155,7 +155,7 @@ async fn run<W: Batched>(writer: &W, batch: Vec<Waiting<W>>) {
     }
 }
 
-/// Sends each waiting writer its item's outcome.
+/// Sends each waiting caller its item's outcome.
 fn answer<D: Clone>(replies: Vec<RpcReplyPort<Outcome<D>>>, outcome: Result<Vec<D>, Infra>) {
     match outcome {
         Ok(done) => {

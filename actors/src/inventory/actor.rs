@@ -30,10 +30,9 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use time::OffsetDateTime;
 
 use super::state::{self, Levels, Line, OpDone, Scratch, StockOp};
-use super::store::{Loaded, StockStore, StockWrite, Wrote};
+use super::store::{StockStore, StockWrite, Wrote};
 use super::writer::{StockLoader, StockWriter};
-use crate::batch::{self, Batched};
-use crate::failure::Infra;
+use crate::batch;
 use crate::failure::{self, Rejection};
 use crate::owners::Owned;
 use crate::trace::TraceParent;
@@ -133,7 +132,7 @@ impl Actor for StockActor {
     ) -> Result<Self::State, ActorProcessingErr> {
         let loaded = match args.parked.take() {
             Some(parked) => Some((parked.levels, parked.open)),
-            None => load(&args).await?,
+            None => batch::submit::<StockLoader>(args.product_id).await?,
         };
         let (levels, open) = match loaded {
             Some((levels, open)) => (Some(levels), open),
@@ -257,15 +256,6 @@ impl Decided {
             traces,
         }
     }
-}
-
-/// Loads with the other actors starting now, or alone while the node's
-/// loader is away (restarting, or not started: a test's lone actor).
-async fn load(args: &StockArgs) -> Result<Option<Loaded>, Infra> {
-    if ractor::registry::where_is(StockLoader::NAME).is_none() {
-        return args.store.load(args.product_id).await;
-    }
-    batch::submit::<StockLoader>(args.product_id).await
 }
 
 fn schedule_expiry(myself: &ActorRef<StockMsg>, at: OffsetDateTime) {

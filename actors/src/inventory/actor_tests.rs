@@ -6,19 +6,39 @@ use crate::pool::Pool;
 use mart_schema::db::testing::TestDb;
 use ractor::rpc::CallResult;
 
-/// The node's stock writer is registered by name: one test at a time.
+/// The node's stock writer and loader are registered by name: one test at
+/// a time.
 static ONE_WRITER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// The node's stock writer and loader, as its inventory service runs them.
+struct Batchers {
+    writer: ActorRef<<Batcher<StockWriter> as Actor>::Msg>,
+    loader: ActorRef<<Batcher<StockLoader> as Actor>::Msg>,
+}
+
+impl Batchers {
+    async fn start(store: &StockStore) -> Self {
+        let name = Some(<StockWriter as Batched>::NAME.to_owned());
+        let (writer, _) = Actor::spawn(name, Batcher::new(), StockWriter(store.clone()))
+            .await
+            .expect("writer");
+        let name = Some(<StockLoader as Batched>::NAME.to_owned());
+        let (loader, _) = Actor::spawn(name, Batcher::new(), StockLoader(store.clone()))
+            .await
+            .expect("loader");
+        Self { writer, loader }
+    }
+
+    async fn stop(self) {
+        let _ = self.loader.stop_and_wait(None, None).await;
+        let _ = self.writer.stop_and_wait(None, None).await;
+    }
+}
+
 /// A fresh database with one product of `on_hand` units, its stock store,
-/// and the node's stock writer (registered by name: hold [`ONE_WRITER`]).
-async fn stocked(
-    on_hand: i64,
-) -> (
-    TestDb,
-    ProductId,
-    StockStore,
-    ActorRef<<Batcher<StockWriter> as Actor>::Msg>,
-) {
+/// and the node's stock writer and loader (registered by name: hold
+/// [`ONE_WRITER`]).
+async fn stocked(on_hand: i64) -> (TestDb, ProductId, StockStore, Batchers) {
     let db = TestDb::new().await;
     let product_id = ProductId::new();
     db.pool
@@ -32,12 +52,8 @@ async fn stocked(
         .await
         .expect("stock");
     let store = StockStore::new(Pool::new(db.pool.clone(), mart_schema::Service::Inventory));
-    let name = Some(<StockWriter as Batched>::NAME.to_owned());
-    let writer = Batcher::<StockWriter>::new();
-    let (writer, _) = Actor::spawn(name, writer, StockWriter(store.clone()))
-        .await
-        .expect("writer");
-    (db, product_id, store, writer)
+    let batchers = Batchers::start(&store).await;
+    (db, product_id, store, batchers)
 }
 
 /// `(on_hand, reserved)` as stored.
@@ -92,7 +108,7 @@ async fn reserve_for(
 #[tokio::test]
 async fn a_stale_owner_is_fenced_out_and_nothing_is_oversold() {
     let _one = ONE_WRITER.lock().await;
-    let (db, product_id, store, writer) = stocked(5).await;
+    let (db, product_id, store, batchers) = stocked(5).await;
     let args = StockArgs {
         product_id,
         store,
@@ -140,7 +156,7 @@ async fn a_stale_owner_is_fenced_out_and_nothing_is_oversold() {
         (5, 5, 3)
     );
     owner.stop(None);
-    let _ = writer.stop_and_wait(None, None).await;
+    batchers.stop().await;
 }
 
 /// A reservation asked again after its line was settled and the actor
@@ -149,7 +165,7 @@ async fn a_stale_owner_is_fenced_out_and_nothing_is_oversold() {
 #[tokio::test]
 async fn a_reservation_asked_again_after_a_restart_is_not_taken_twice() {
     let _one = ONE_WRITER.lock().await;
-    let (db, product_id, store, writer) = stocked(5).await;
+    let (db, product_id, store, batchers) = stocked(5).await;
     let client = db.pool.get().await.expect("client");
     let args = StockArgs {
         product_id,
@@ -179,7 +195,7 @@ async fn a_reservation_asked_again_after_a_restart_is_not_taken_twice() {
     }
     assert_eq!(stored_levels(&db, product_id).await, (3, 0));
     second.stop(None);
-    let _ = writer.stop_and_wait(None, None).await;
+    batchers.stop().await;
 }
 
 /// A change whose value PostgreSQL refuses, flushed with a good one of the
@@ -188,7 +204,7 @@ async fn a_reservation_asked_again_after_a_restart_is_not_taken_twice() {
 #[tokio::test]
 async fn a_refused_value_fails_only_its_own_change_in_a_shared_flush() {
     let _one = ONE_WRITER.lock().await;
-    let (db, product_id, store, writer) = stocked(5).await;
+    let (db, product_id, store, batchers) = stocked(5).await;
     let (actor, _) = Actor::spawn(
         None,
         StockActor,
@@ -233,7 +249,7 @@ async fn a_refused_value_fails_only_its_own_change_in_a_shared_flush() {
     );
     assert_eq!(stored_levels(&db, product_id).await, (5, 2));
     actor.stop(None);
-    let _ = writer.stop_and_wait(None, None).await;
+    batchers.stop().await;
 }
 
 /// Catches what a stock actor it supervises leaves when it stops.
@@ -270,7 +286,7 @@ impl Actor for Catch {
 #[tokio::test]
 async fn an_idle_actor_stops_and_what_it_knew_starts_the_next_one() {
     let _one = ONE_WRITER.lock().await;
-    let (db, product_id, store, writer) = stocked(5).await;
+    let (db, product_id, store, batchers) = stocked(5).await;
     let (left_tx, mut left) = tokio::sync::mpsc::unbounded_channel();
     let (catch, _) = Actor::spawn(None, Catch(left_tx), ()).await.expect("catch");
     let args = StockArgs {
@@ -319,7 +335,7 @@ async fn an_idle_actor_stops_and_what_it_knew_starts_the_next_one() {
     assert_eq!((levels.on_hand, levels.reserved), (5, 2), "from memory");
     again.stop(None);
     catch.stop(None);
-    let _ = writer.stop_and_wait(None, None).await;
+    batchers.stop().await;
 }
 
 /// Actors starting at once load through the node's loader, in one query:
@@ -328,15 +344,7 @@ async fn an_idle_actor_stops_and_what_it_knew_starts_the_next_one() {
 #[tokio::test]
 async fn actors_starting_together_each_load_their_own_product() {
     let _one = ONE_WRITER.lock().await;
-    let (db, open_one, store, writer) = stocked(5).await;
-    let name = Some(<StockLoader as Batched>::NAME.to_owned());
-    let (loader, _) = Actor::spawn(
-        name,
-        Batcher::<StockLoader>::new(),
-        StockLoader(store.clone()),
-    )
-    .await
-    .expect("loader");
+    let (db, open_one, store, batchers) = stocked(5).await;
     let (plain, unknown) = (ProductId::new(), ProductId::new());
     let held = OrderId::new();
     db.pool
@@ -398,6 +406,5 @@ async fn actors_starting_together_each_load_their_own_product() {
     assert!(matches!(released, Ok(CallResult::Success(Ok(_)))));
     assert_eq!(stored_levels(&db, open_one).await, (5, 1));
     a.stop(None);
-    loader.stop(None);
-    let _ = writer.stop_and_wait(None, None).await;
+    batchers.stop().await;
 }

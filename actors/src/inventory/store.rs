@@ -208,12 +208,6 @@ impl StockStore {
         }
     }
 
-    /// A product's levels and open lines (one snapshot); `None` without a
-    /// stock record.
-    pub(crate) async fn load(&self, product: ProductId) -> Result<Option<Loaded>, Infra> {
-        Ok(self.load_many(&[product]).await?.pop().flatten())
-    }
-
     /// Several products' levels and open lines, in the order asked, in one
     /// query (one snapshot); `None` for a product without a stock record.
     pub(crate) async fn load_many(
@@ -258,7 +252,20 @@ impl StockStore {
                 open.insert(order_id, line);
             }
         }
-        Ok(products.iter().map(|p| found.get(p).cloned()).collect())
+        // A product asked twice in one batch (two of its actors starting)
+        // gets a copy; otherwise its lines (a hot product's may be many
+        // thousands) are moved, not copied.
+        Ok(products
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                if products[i + 1..].contains(p) {
+                    found.get(p).cloned()
+                } else {
+                    found.remove(p)
+                }
+            })
+            .collect())
     }
 
     /// The lines of `orders` for `product`, whatever their status.
