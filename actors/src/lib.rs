@@ -18,8 +18,9 @@
 //! - [`owners`]: which node owns an entity (a product's stock, an order):
 //!   rendezvous hashing over the live owner routers, fenced in PostgreSQL.
 //! - [`auth`]: signing and verifying access tokens.
-//! - `batch`: group commit — a node's writes of one kind (stock, new orders)
-//!   that queue up while a transaction is written go together in the next.
+//! - `batch`: batched round trips — a node's writes of one kind (stock, new
+//!   orders) that queue up while a transaction is written go together in the
+//!   next (group commit); stock actors starting together load in one query.
 //! - [`idempotency`]: `Idempotency-Key` handling for requests that create things.
 //! - [`outage`]: an outside dependency's outage, logged once, reminded, ended.
 //! - [`pool`]: a service's PostgreSQL pool, its checkouts timed.

@@ -15,7 +15,8 @@
 //!   through the product outbox, so a product created while inventory was down
 //!   still gets its stock) and archives them on `product.deleted`.
 //! - `writer`: group commit — the batches of every product this node owns,
-//!   written together, each still fenced by its own version.
+//!   written together, each still fenced by its own version; group load —
+//!   the stock actors starting together, loaded in one query.
 //! - `store`: all of the service's SQL.
 
 mod actor;
