@@ -408,3 +408,69 @@ async fn actors_starting_together_each_load_their_own_product() {
     a.stop(None);
     batchers.stop().await;
 }
+
+/// A flash sale leaves one product with most reservation lines; loading
+/// other products must still look up only their own. Planned from the
+/// table's statistics, the load once hash-joined every line there is on
+/// each batch (a plan's shape, not a timing: the bench measures the cost).
+#[tokio::test]
+async fn loading_cold_products_reads_only_their_lines_beside_a_hot_one() {
+    let db = TestDb::new().await;
+    let hot = ProductId::new();
+    // A batch of cold products, as the loader sends them; one holds a line.
+    let colds: Vec<ProductId> = (0..12).map(|_| ProductId::new()).collect();
+    let cold = colds[0];
+    let held = OrderId::new();
+    let client = db.pool.get().await.expect("client");
+    let cold_ids: Vec<uuid::Uuid> = colds.iter().map(|p| p.0).collect();
+    client
+        .execute(
+            "insert into inventory.stock (product_id, on_hand) select p, 5 from unnest($1::uuid[]) as p",
+            &[&cold_ids],
+        )
+        .await
+        .expect("cold stock");
+    client
+        .batch_execute(&format!(
+            "update inventory.stock set reserved = 2 where product_id = '{cold}'; \
+             insert into inventory.stock (product_id, on_hand, reserved) values ('{hot}', 100000, 20000); \
+             insert into inventory.reservation_lines (order_id, product_id, quantity, status, expires_at) \
+               select gen_random_uuid(), '{hot}', 1, 'reserved', now() + interval '1 hour' \
+               from generate_series(1, 20000); \
+             insert into inventory.reservation_lines (order_id, product_id, quantity, status, expires_at) \
+               values ('{held}', '{cold}', 2, 'reserved', now() + interval '1 hour'); \
+             analyze inventory.stock, inventory.reservation_lines"
+        ))
+        .await
+        .expect("seed");
+    let plan: Vec<String> = client
+        .query_typed(
+            &format!("explain {}", super::super::store::LOAD_MANY),
+            &[(&cold_ids, postgres_types::Type::UUID_ARRAY)],
+        )
+        .await
+        .expect("explain")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(
+        !plan
+            .iter()
+            .any(|l| l.contains("Seq Scan on reservation_lines")),
+        "the load scans every line: {plan:#?}"
+    );
+
+    let store = StockStore::new(Pool::new(db.pool.clone(), mart_schema::Service::Inventory));
+    let loaded = store.load_many(&[cold, colds[1], hot]).await.expect("load");
+    let Some((levels, lines)) = &loaded[0] else {
+        panic!("no stock for the cold product")
+    };
+    assert_eq!((levels.on_hand, levels.reserved), (5, 2));
+    assert_eq!(lines.keys().collect::<Vec<_>>(), vec![&held]);
+    assert_eq!(lines[&held].quantity, 2);
+    assert!(matches!(&loaded[1], Some((_, lines)) if lines.is_empty()));
+    let Some((_, hot_lines)) = &loaded[2] else {
+        panic!("no stock for the hot product")
+    };
+    assert_eq!(hot_lines.len(), 20000);
+}
