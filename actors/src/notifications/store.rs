@@ -90,14 +90,12 @@ impl NotificationStore {
 
     pub(crate) async fn get(&self, id: NotificationId) -> Result<Option<Notification>, Infra> {
         let client = self.pool.get().await?;
-        let row = client
-            .query_opt(
-                &format!(
-                    "select {COLUMNS} from notifications.notifications where notification_id = $1"
-                ),
-                &[&id],
-            )
+        let get = client
+            .prepare_cached(&format!(
+                "select {COLUMNS} from notifications.notifications where notification_id = $1"
+            ))
             .await?;
+        let row = client.query_opt(&get, &[&id]).await?;
         row.as_ref().map(read).transpose()
     }
 
@@ -133,12 +131,12 @@ impl NotificationStore {
     /// A user's name and address, if kept.
     pub(crate) async fn recipient(&self, user: UserId) -> Result<Option<(String, String)>, Infra> {
         let client = self.pool.get().await?;
-        let row = client
-            .query_opt(
+        let recipient = client
+            .prepare_cached(
                 "select username, email from notifications.recipients where user_id = $1",
-                &[&user],
             )
             .await?;
+        let row = client.query_opt(&recipient, &[&user]).await?;
         Ok(row.map(|row| (row.get(0), row.get(1))))
     }
 
@@ -152,12 +150,17 @@ impl NotificationStore {
         rendered: &Rendered,
     ) -> Result<bool, Infra> {
         let client = self.pool.get().await?;
-        let inserted = client
-            .execute(
+        let queue = client
+            .prepare_cached(
                 "insert into notifications.notifications \
                  (notification_id, event_id, template, user_id, recipient, subject, body_text, body_html, \
                   traceparent) \
                  values ($1, $2, $3, $4, $5, $6, $7, $8, $9) on conflict (event_id, template) do nothing",
+            )
+            .await?;
+        let inserted = client
+            .execute(
+                &queue,
                 &[
                     &NotificationId::new(),
                     &event,
@@ -179,8 +182,8 @@ impl NotificationStore {
     /// meanwhile, on any node); one the sender dies with is due again after.
     pub(crate) async fn claim(&self, limit: i64, lease: Duration) -> Result<Vec<Due>, Infra> {
         let client = self.pool.get().await?;
-        let rows = client
-            .query(
+        let claim = client
+            .prepare_cached(
                 "update notifications.notifications n set next_attempt_at = now() + make_interval(secs => $2) \
                  where n.notification_id in ( \
                    select notification_id from notifications.notifications \
@@ -188,8 +191,10 @@ impl NotificationStore {
                    order by next_attempt_at limit $1 for update skip locked) \
                  returning n.notification_id, n.user_id, n.template, n.recipient, n.subject, \
                    n.body_text, n.body_html, n.attempts, n.traceparent",
-                &[&limit, &lease.as_secs_f64()],
             )
+            .await?;
+        let rows = client
+            .query(&claim, &[&limit, &lease.as_secs_f64()])
             .await?;
         Ok(rows
             .iter()
@@ -232,11 +237,16 @@ impl NotificationStore {
     pub(crate) async fn finish(&self, due: &Due, attempt: Attempt) -> Result<(), Infra> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
+        let outcome = tx
+            .prepare_cached(
+                "update notifications.notifications set status = $2, attempts = attempts + 1, last_error = $3, \
+                   sent_at = case when $2 = 'sent' then now() else sent_at end, \
+                   next_attempt_at = now() + make_interval(secs => $4) \
+                 where notification_id = $1",
+            )
+            .await?;
         tx.execute(
-            "update notifications.notifications set status = $2, attempts = attempts + 1, last_error = $3, \
-               sent_at = case when $2 = 'sent' then now() else sent_at end, \
-               next_attempt_at = now() + make_interval(secs => $4) \
-             where notification_id = $1",
+            &outcome,
             &[
                 &due.email.id,
                 &attempt.status.as_str(),

@@ -297,7 +297,11 @@ impl DispatcherState {
             self.registered.insert(name);
         }
         let subscribers = client
-            .query(&self.deliverer.sql.subscribers, &[])
+            .prepare_cached(&self.deliverer.sql.subscribers)
+            .await
+            .map_err(|e| e.to_string())?;
+        let subscribers = client
+            .query(&subscribers, &[])
             .await
             .map_err(|e| e.to_string())?;
         drop(client);
@@ -436,8 +440,12 @@ impl Deliverer {
 
     async fn pending(&self, subscriber: &str) -> Result<Vec<EventEnvelope>, String> {
         let client = self.args.pool.get().await.map_err(|e| e.to_string())?;
+        let pending = client
+            .prepare_cached(&self.sql.pending)
+            .await
+            .map_err(|e| e.to_string())?;
         let rows = client
-            .query(&self.sql.pending, &[&subscriber])
+            .query(&pending, &[&subscriber])
             .await
             .map_err(|e| e.to_string())?;
         Ok(rows
