@@ -94,17 +94,25 @@ impl Outbox {
         if rows.is_empty() {
             return Ok(());
         }
-        let (lock, insert) = futures::try_join!(
+        let (plans, lock, insert) = futures::try_join!(
+            tx.prepare_cached(crate::batch::KEY_LOOKUP_PLANS),
             tx.prepare_cached(&self.lock),
             tx.prepare_cached(&self.insert)
         )?;
         let (heads, params) = (rows.heads(), rows.params());
+        // Sent in this order (the first future is polled first): plans made
+        // once, as key lookups, for what is left of the transaction (see
+        // `batch::one_round_trip`; left to choose, PostgreSQL planned the
+        // append anew on every call), and the locks held before the claim
+        // runs.
         if rows.partitions_locked() {
-            // Sent in this order (the first future is polled first): the locks
-            // are held before the claim runs.
-            futures::try_join!(tx.query(&lock, &heads), tx.execute(&insert, &params))?;
+            futures::try_join!(
+                tx.execute(&plans, &[]),
+                tx.query(&lock, &heads),
+                tx.execute(&insert, &params)
+            )?;
         } else {
-            tx.execute(&insert, &params).await?;
+            futures::try_join!(tx.execute(&plans, &[]), tx.execute(&insert, &params))?;
         }
         Ok(())
     }
