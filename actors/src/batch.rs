@@ -80,7 +80,7 @@ impl<W> std::fmt::Debug for Batcher<W> {
 }
 
 pub(crate) struct Queue<W: Batched> {
-    writer: W,
+    batched: W,
     pending: Vec<Waiting<W>>,
     flush_queued: bool,
 }
@@ -101,10 +101,10 @@ impl<W: Batched> Actor for Batcher<W> {
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
-        writer: W,
+        batched: W,
     ) -> Result<Self::State, ActorProcessingErr> {
         Ok(Queue {
-            writer,
+            batched,
             pending: Vec::new(),
             flush_queued: false,
         })
@@ -129,7 +129,7 @@ impl<W: Batched> Actor for Batcher<W> {
                 while !queue.pending.is_empty() {
                     let take = queue.pending.len().min(W::MAX_BATCH);
                     let batch: Vec<_> = queue.pending.drain(..take).collect();
-                    run(&queue.writer, batch).await;
+                    run(&queue.batched, batch).await;
                 }
             }
         }
@@ -138,16 +138,16 @@ impl<W: Batched> Actor for Batcher<W> {
 }
 
 /// Runs one batch and answers each of its callers.
-async fn run<W: Batched>(writer: &W, batch: Vec<Waiting<W>>) {
+async fn run<W: Batched>(batched: &W, batch: Vec<Waiting<W>>) {
     let (items, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
     let several = items.len() > 1;
-    match writer.run(&items).await {
+    match batched.run(&items).await {
         Ok(done) => answer(replies, Ok(done)),
         // A value PostgreSQL refused fails the whole transaction: run each
         // alone, so only its own caller hears of it.
         Err(e) if several && e.is_data_exception() => {
             for (item, reply) in items.iter().zip(replies) {
-                let alone = writer.run(std::slice::from_ref(item)).await;
+                let alone = batched.run(std::slice::from_ref(item)).await;
                 answer(vec![reply], alone);
             }
         }
@@ -183,9 +183,9 @@ pub(crate) async fn submit<W: Batched>(item: W::Item) -> Result<W::Done, Infra> 
     let Some(cell) = ractor::registry::where_is(W::NAME) else {
         return Err(away("not running"));
     };
-    let writer = ActorRef::<BatchMsg<W::Item, W::Done>>::from(cell);
+    let batcher = ActorRef::<BatchMsg<W::Item, W::Done>>::from(cell);
     let ask = |reply| BatchMsg::Write(item, reply);
-    match writer.call(ask, Some(remaining())).await {
+    match batcher.call(ask, Some(remaining())).await {
         Ok(ractor::rpc::CallResult::Success(Ok(done))) => Ok(done),
         Ok(ractor::rpc::CallResult::Success(Err(e))) => Err(Infra::Shared(e)),
         Ok(ractor::rpc::CallResult::Timeout) => Err(away("no answer in time")),

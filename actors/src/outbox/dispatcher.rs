@@ -377,10 +377,8 @@ impl Deliverer {
         let text = |e: tokio_postgres::Error| e.to_string();
         let mut client = self.args.pool.get().await.map_err(|e| e.to_string())?;
         let claim = client.transaction().await.map_err(text)?;
-        let row = claim
-            .query_one(&self.sql.claim, &[&name])
-            .await
-            .map_err(text)?;
+        let try_claim = claim.prepare_cached(&self.sql.claim).await.map_err(text)?;
+        let row = claim.query_one(&try_claim, &[&name]).await.map_err(text)?;
         if !row.get::<_, bool>(0) {
             // Another node is delivering to it right now.
             return Ok(());
@@ -469,8 +467,12 @@ impl Deliverer {
         let partitions: Vec<i16> = upto.keys().copied().collect();
         let seqs: Vec<i64> = upto.values().copied().collect();
         let client = self.args.pool.get().await.map_err(|e| e.to_string())?;
+        let advance = client
+            .prepare_cached(&self.sql.advance)
+            .await
+            .map_err(|e| e.to_string())?;
         client
-            .execute(&self.sql.advance, &[&name, &partitions, &seqs])
+            .execute(&advance, &[&name, &partitions, &seqs])
             .await
             .map_err(|e| e.to_string())?;
         Ok(())
