@@ -99,6 +99,8 @@ pub fn url_of(config: &tokio_postgres::Config) -> String {
 const OUTBOX_TEMPLATE: &str = include_str!("../migrations/outbox.sql");
 /// The outbox's trace column, added to every service's outbox ({schema}).
 const OUTBOX_TRACE: &str = include_str!("../migrations/outbox_trace.sql");
+/// Every service's outbox without its event-id index ({schema}).
+const OUTBOX_EVENT_INDEX: &str = include_str!("../migrations/outbox_event_index.sql");
 
 /// The migrations of `service`, in order. V1 is always the outbox.
 pub fn migrations(service: Service) -> Result<Vec<Migration>, DbError> {
@@ -122,6 +124,7 @@ pub fn migrations(service: Service) -> Result<Vec<Migration>, DbError> {
                 include_str!("../migrations/users/V4__refresh_expiry.sql"),
             ),
             ("V5__outbox_trace", OUTBOX_TRACE),
+            ("V6__outbox_event_index", OUTBOX_EVENT_INDEX),
         ],
         Service::Products => &[
             (
@@ -133,6 +136,7 @@ pub fn migrations(service: Service) -> Result<Vec<Migration>, DbError> {
                 include_str!("../migrations/products/V3__changes_feed.sql"),
             ),
             ("V4__outbox_trace", OUTBOX_TRACE),
+            ("V5__outbox_event_index", OUTBOX_EVENT_INDEX),
         ],
         Service::Inventory => &[
             (
@@ -148,6 +152,11 @@ pub fn migrations(service: Service) -> Result<Vec<Migration>, DbError> {
                 include_str!("../migrations/inventory/V4__returned_lines.sql"),
             ),
             ("V5__outbox_trace", OUTBOX_TRACE),
+            (
+                "V6__lines_without_stock_key",
+                include_str!("../migrations/inventory/V6__lines_without_stock_key.sql"),
+            ),
+            ("V7__outbox_event_index", OUTBOX_EVENT_INDEX),
         ],
         Service::Orders => &[
             (
@@ -155,6 +164,7 @@ pub fn migrations(service: Service) -> Result<Vec<Migration>, DbError> {
                 include_str!("../migrations/orders/V2__orders.sql"),
             ),
             ("V3__outbox_trace", OUTBOX_TRACE),
+            ("V4__outbox_event_index", OUTBOX_EVENT_INDEX),
         ],
         Service::Payments => &[
             (
@@ -166,6 +176,7 @@ pub fn migrations(service: Service) -> Result<Vec<Migration>, DbError> {
                 include_str!("../migrations/payments/V3__orders_learn_from_the_outbox.sql"),
             ),
             ("V4__outbox_trace", OUTBOX_TRACE),
+            ("V5__outbox_event_index", OUTBOX_EVENT_INDEX),
         ],
         Service::Notifications => &[
             (
@@ -177,6 +188,7 @@ pub fn migrations(service: Service) -> Result<Vec<Migration>, DbError> {
                 "V4__traced_emails",
                 include_str!("../migrations/notifications/V4__traced_emails.sql"),
             ),
+            ("V5__outbox_event_index", OUTBOX_EVENT_INDEX),
         ],
     };
     let mut all = vec![

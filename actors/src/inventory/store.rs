@@ -112,6 +112,18 @@ pub(super) const LOAD_MANY: &str = "select s.product_id, s.on_hand, s.reserved, 
 /// The products of the given (product, order) lines that exist.
 const EXISTING: &str = existing_lines!("$1", "$2");
 
+/// Lines a batch took for new. A plain insert: the same transaction's stock
+/// update has checked that none of them exists (`UPDATE_ALL`, `UPDATE_SOME`),
+/// and only the product's owner, fenced by the stock row's version, writes
+/// its lines. An upsert cost each line a speculative insertion and its
+/// confirmation (WAL records and an index probe) for a conflict that cannot
+/// happen.
+const INSERT_NEW_LINES: &str = "insert into inventory.reservation_lines \
+       (order_id, product_id, quantity, status, expires_at) \
+     select o, p, q, s, e from unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::timestamptz[]) \
+       as t(o, p, q, s, e)";
+
+/// Lines known to memory or looked up: they may exist or not.
 const UPSERT_LINES: &str = "insert into inventory.reservation_lines \
        (order_id, product_id, quantity, status, expires_at) \
      select o, p, q, s, e from unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::timestamptz[]) \
@@ -172,12 +184,14 @@ struct LineColumns {
 }
 
 impl LineColumns {
-    fn of(batches: &[&StockWrite]) -> Self {
+    /// The lines of `batches` taken for new (`new`), or the others.
+    fn of(batches: &[&StockWrite], new: bool) -> Self {
         let lines: Vec<(ProductId, OrderId, Line)> = batches
             .iter()
             .flat_map(|b| {
                 b.lines
                     .iter()
+                    .filter(move |(order, _)| b.assumed_new.contains(order) == new)
                     .map(|(order, line)| (b.product_id, *order, *line))
             })
             .collect();
@@ -309,14 +323,15 @@ impl StockStore {
     /// [`Self::write_partly`], which writes the others.
     pub(crate) async fn write_batch(&self, batches: &[StockWrite]) -> Result<Vec<Wrote>, Infra> {
         let client = self.pool.get().await?;
-        let (update, upsert, outbox) = futures::try_join!(
+        let (update, insert, upsert, outbox) = futures::try_join!(
             client.prepare_cached(UPDATE_ALL),
+            client.prepare_cached(INSERT_NEW_LINES),
             client.prepare_cached(UPSERT_LINES),
             self.outbox.prepare(&client),
         )?;
         let levels = LevelColumns::of(batches);
         let all: Vec<&StockWrite> = batches.iter().collect();
-        let lines = LineColumns::of(&all);
+        let (new, known) = (LineColumns::of(&all, true), LineColumns::of(&all, false));
         let (events, traces) = events_of(batches.iter());
         let appended = OutboxRows::traced(&events, |i| traces[i].clone());
         let count = i64::try_from(batches.len()).map_err(Infra::bug)?;
@@ -325,8 +340,10 @@ impl StockStore {
         params.push(&levels.new_products);
         params.push(&levels.new_orders);
         let mut statements = vec![(&update, params)];
-        if !lines.is_empty() {
-            statements.push((&upsert, lines.params()));
+        for (statement, lines) in [(&insert, &new), (&upsert, &known)] {
+            if !lines.is_empty() {
+                statements.push((statement, lines.params()));
+            }
         }
         statements.extend(appended.statements(&outbox));
         match batch::one_round_trip(&client, &statements).await {
@@ -369,7 +386,7 @@ impl StockStore {
         let (events, traces) = events_of(committed.iter().copied());
         let rows = OutboxRows::traced(&events, |i| traces[i].clone());
         // Pipelined: the lines and the events go together.
-        futures::try_join!(self.upsert_lines(&tx, &committed), async {
+        futures::try_join!(self.write_lines(&tx, &committed), async {
             self.outbox
                 .append_rows(&tx, &rows)
                 .await
@@ -400,17 +417,18 @@ impl StockStore {
             .collect())
     }
 
-    async fn upsert_lines(
+    async fn write_lines(
         &self,
         tx: &Transaction<'_>,
         batches: &[&StockWrite],
     ) -> Result<(), Infra> {
-        let lines = LineColumns::of(batches);
-        if lines.is_empty() {
-            return Ok(());
+        for (sql, new) in [(INSERT_NEW_LINES, true), (UPSERT_LINES, false)] {
+            let lines = LineColumns::of(batches, new);
+            if !lines.is_empty() {
+                let statement = tx.prepare_cached(sql).await?;
+                tx.execute(&statement, &lines.params()).await?;
+            }
         }
-        let upsert = tx.prepare_cached(UPSERT_LINES).await?;
-        tx.execute(&upsert, &lines.params()).await?;
         Ok(())
     }
 
