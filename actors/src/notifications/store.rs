@@ -1,6 +1,7 @@
 //! PostgreSQL access for the notification service: all of its SQL, and the
 //! only writer of the `notifications` schema.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::pool::Pool;
@@ -11,7 +12,7 @@ use tokio_postgres::Row;
 use super::Email;
 use super::templates::Rendered;
 use crate::failure::Infra;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, OutboxRows};
 
 const COLUMNS: &str = "notification_id, user_id, template, subject, recipient, status, attempts, last_error, created_at, sent_at";
 
@@ -29,6 +30,18 @@ fn read(row: &Row) -> Result<Notification, Infra> {
         created_at: row.get("created_at"),
         sent_at: row.get("sent_at"),
     })
+}
+
+/// An email to write, for the event it is sent for.
+#[derive(Debug)]
+pub(crate) struct NewEmail {
+    pub(crate) event: EventId,
+    pub(crate) template: &'static str,
+    pub(crate) user: Option<UserId>,
+    pub(crate) to: String,
+    pub(crate) rendered: Rendered,
+    /// The trace of the span that prepared it: the send continues it.
+    pub(crate) trace: Option<String>,
 }
 
 /// One email to send, locked for this sender until its outcome is written.
@@ -128,54 +141,66 @@ impl NotificationStore {
         Ok(())
     }
 
-    /// A user's name and address, if kept.
-    pub(crate) async fn recipient(&self, user: UserId) -> Result<Option<(String, String)>, Infra> {
+    /// The names and addresses kept of `users`.
+    pub(crate) async fn recipients(
+        &self,
+        users: &[UserId],
+    ) -> Result<HashMap<UserId, (String, String)>, Infra> {
+        if users.is_empty() {
+            return Ok(HashMap::new());
+        }
         let client = self.pool.get().await?;
-        let recipient = client
+        let recipients = client
             .prepare_cached(
-                "select username, email from notifications.recipients where user_id = $1",
+                "select user_id, username, email from notifications.recipients where user_id = any($1)",
             )
             .await?;
-        let row = client.query_opt(&recipient, &[&user]).await?;
-        Ok(row.map(|row| (row.get(0), row.get(1))))
+        let rows = client.query(&recipients, &[&users]).await?;
+        Ok(rows
+            .iter()
+            .map(|row| (row.get(0), (row.get(1), row.get(2))))
+            .collect())
     }
 
-    /// Writes the email once per (event, template); `true` if it is new.
-    pub(crate) async fn queue(
-        &self,
-        event: EventId,
-        template: &str,
-        user: Option<UserId>,
-        to: &str,
-        rendered: &Rendered,
-    ) -> Result<bool, Infra> {
+    /// Writes each email once per (event, template), all in one statement
+    /// (one transaction); answers how many are new.
+    pub(crate) async fn queue(&self, emails: &[NewEmail]) -> Result<u64, Infra> {
+        if emails.is_empty() {
+            return Ok(0);
+        }
         let client = self.pool.get().await?;
         let queue = client
             .prepare_cached(
                 "insert into notifications.notifications \
                  (notification_id, event_id, template, user_id, recipient, subject, body_text, body_html, \
                   traceparent) \
-                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9) on conflict (event_id, template) do nothing",
+                 select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], \
+                   $6::text[], $7::text[], $8::text[], $9::text[]) \
+                 on conflict (event_id, template) do nothing",
             )
             .await?;
+        let column = |f: fn(&NewEmail) -> &str| emails.iter().map(f).collect::<Vec<&str>>();
+        let ids: Vec<NotificationId> = emails.iter().map(|_| NotificationId::new()).collect();
+        let events: Vec<EventId> = emails.iter().map(|e| e.event).collect();
+        let users: Vec<Option<UserId>> = emails.iter().map(|e| e.user).collect();
+        let traces: Vec<Option<&str>> = emails.iter().map(|e| e.trace.as_deref()).collect();
         let inserted = client
             .execute(
                 &queue,
                 &[
-                    &NotificationId::new(),
-                    &event,
-                    &template,
-                    &user,
-                    &to,
-                    &rendered.subject,
-                    &rendered.text,
-                    &rendered.html,
-                    // The span preparing it: the send continues its trace.
-                    &crate::trace::current().map(String::from),
+                    &ids,
+                    &events,
+                    &column(|e| e.template),
+                    &users,
+                    &column(|e| &e.to),
+                    &column(|e| &e.rendered.subject),
+                    &column(|e| &e.rendered.text),
+                    &column(|e| &e.rendered.html),
+                    &traces,
                 ],
             )
             .await?;
-        Ok(inserted == 1)
+        Ok(inserted)
     }
 
     /// Claims up to `limit` emails due for `lease` (nobody else sends them
@@ -233,28 +258,18 @@ impl NotificationStore {
     }
 
     /// Records an attempt and, once the email is sent or failed for good,
-    /// publishes that, in one transaction.
+    /// publishes that, in one transaction sent in one round trip.
     pub(crate) async fn finish(&self, due: &Due, attempt: Attempt) -> Result<(), Infra> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let outcome = tx
-            .prepare_cached(
+        let client = self.pool.get().await?;
+        let (outcome, outbox) = futures::try_join!(
+            client.prepare_cached(
                 "update notifications.notifications set status = $2, attempts = attempts + 1, last_error = $3, \
                    sent_at = case when $2 = 'sent' then now() else sent_at end, \
                    next_attempt_at = now() + make_interval(secs => $4) \
                  where notification_id = $1",
-            )
-            .await?;
-        tx.execute(
-            &outcome,
-            &[
-                &due.email.id,
-                &attempt.status.as_str(),
-                &attempt.error,
-                &(attempt.backoff_secs as f64),
-            ],
-        )
-        .await?;
+            ),
+            self.outbox.prepare(&client),
+        )?;
         let mut events = Vec::new();
         if attempt.status != NotificationStatus::Pending {
             events.push(NotificationEvent {
@@ -263,10 +278,18 @@ impl NotificationStore {
                 template: due.template.clone(),
                 recipient: due.email.to.clone(),
                 status: attempt.status,
-                last_error: attempt.error,
+                last_error: attempt.error.clone(),
             });
         }
-        self.outbox.commit(tx, &events).await?;
+        let backoff = attempt.backoff_secs as f64;
+        let status = attempt.status.as_str();
+        let params: Vec<&(dyn postgres_types::ToSql + Sync)> =
+            vec![&due.email.id, &status, &attempt.error, &backoff];
+        let mut statements = vec![(&outcome, params)];
+        let rows = OutboxRows::of(&events);
+        statements.extend(rows.statements(&outbox));
+        crate::batch::one_round_trip(&client, &statements).await?;
+        self.outbox.committed(&events);
         Ok(())
     }
 }

@@ -1,5 +1,7 @@
-//! Turns user and order events into pending emails, once per (event, template).
+//! Turns user and order events into pending emails, once per (event, template):
+//! a delivered batch's emails are written together.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use mart_schema::order::OrderEvent;
@@ -8,7 +10,7 @@ use mart_schema::{EventEnvelope, Money, Service, UserId};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use super::sender::{SENDER, SenderMsg};
-use super::store::NotificationStore;
+use super::store::{NewEmail, NotificationStore};
 use super::templates::Templates;
 use crate::failure::Infra;
 use crate::outbox::{SubscriberMsg, acknowledge, subscribe};
@@ -60,14 +62,24 @@ impl Actor for NotificationSubscriber {
         state: &mut SubscriberState,
     ) -> Result<(), ActorProcessingErr> {
         acknowledge(msg, async |batch| {
+            // One query for the batch's recipients and one statement for its
+            // emails: an order burst is many events at once, and one round
+            // trip and commit each left the emails far behind the orders.
+            let mut known = match state.store.recipients(&order_users(&batch)).await {
+                Ok(known) => known,
+                Err(e) => {
+                    tracing::warn!(error = %e.chain(), "notifications not prepared yet");
+                    return 0;
+                }
+            };
             let mut handled = 0i64;
-            let mut queued = false;
+            let mut emails = Vec::new();
             for event in &batch {
                 let span = consuming(event, SUBSCRIBER);
-                match state.apply(event).instrument(span).await {
-                    Ok(new) => {
+                match state.apply(event, &mut known).instrument(span).await {
+                    Ok(email) => {
                         handled += 1;
-                        queued |= new;
+                        emails.extend(email);
                     }
                     Err(e) => {
                         tracing::warn!(event = %event.event_id, error = %e.chain(), "notification not prepared yet");
@@ -75,14 +87,36 @@ impl Actor for NotificationSubscriber {
                     }
                 }
             }
-            if queued && let Some(cell) = ractor::registry::where_is(SENDER) {
-                let _ = ActorRef::<SenderMsg>::from(cell).cast(SenderMsg::Send);
+            match state.store.queue(&emails).await {
+                Ok(0) => {}
+                Ok(_) => {
+                    if let Some(cell) = ractor::registry::where_is(SENDER) {
+                        let _ = ActorRef::<SenderMsg>::from(cell).cast(SenderMsg::Send);
+                    }
+                }
+                Err(e) => {
+                    // None written: the whole batch comes again.
+                    tracing::warn!(error = %e.chain(), "notifications not written yet");
+                    return 0;
+                }
             }
             handled
         })
         .await;
         Ok(())
     }
+}
+
+/// The users whom the order events of `batch` write to.
+fn order_users(batch: &[EventEnvelope]) -> Vec<UserId> {
+    let mut users: Vec<UserId> = batch
+        .iter()
+        .filter(|e| order_template(&e.event_type).is_some())
+        .filter_map(|e| serde_json::from_value(e.data.get("user_id")?.clone()).ok())
+        .collect();
+    users.sort_unstable_by_key(|u| u.0);
+    users.dedup();
+    users
 }
 
 /// `12.50 USD`, from minor units.
@@ -103,9 +137,16 @@ fn order_template(kind: &str) -> Option<&'static str> {
     })
 }
 
+/// Names and addresses by user, as far as known.
+type Known = HashMap<UserId, (String, String)>;
+
 impl SubscriberState {
-    /// Prepares the email(s) for one event; `true` if any is new.
-    async fn apply(&self, event: &EventEnvelope) -> Result<bool, Infra> {
+    /// The email one event sends, if any, ready to write.
+    async fn apply(
+        &self,
+        event: &EventEnvelope,
+        known: &mut Known,
+    ) -> Result<Option<NewEmail>, Infra> {
         let data = event.data.clone();
         match event.event_type.as_str() {
             "user.registered" => {
@@ -115,20 +156,22 @@ impl SubscriberState {
                     .remember(user.user_id, &user.username, &user.email)
                     .await?;
                 let context = serde_json::json!({"username": user.username, "email": user.email});
-                self.queue(event, "welcome", user.user_id, &user.email, &context)
-                    .await
+                self.email(event, "welcome", user.user_id, user.email, &context)
+                    .map(Some)
             }
             "user.updated" => {
                 let user: UserUpdated = serde_json::from_value(data).map_err(Infra::bug)?;
                 self.store.change_address(user.user_id, &user.email).await?;
-                Ok(false)
+                Ok(None)
             }
             kind => match order_template(kind) {
                 Some(template) => {
                     let order: OrderEvent = serde_json::from_value(data).map_err(Infra::bug)?;
-                    self.order_email(event, template, &order).await
+                    self.order_email(event, template, &order, known)
+                        .await
+                        .map(Some)
                 }
-                None => Ok(false),
+                None => Ok(None),
             },
         }
     }
@@ -136,10 +179,11 @@ impl SubscriberState {
     async fn order_email(
         &self,
         event: &EventEnvelope,
-        template: &str,
+        template: &'static str,
         order: &OrderEvent,
-    ) -> Result<bool, Infra> {
-        let (username, email) = self.recipient(order.user_id).await?;
+        known: &mut Known,
+    ) -> Result<NewEmail, Infra> {
+        let (username, email) = self.recipient(order.user_id, known).await?;
         let lines: Vec<serde_json::Value> = order
             .items
             .iter()
@@ -157,15 +201,14 @@ impl SubscriberState {
             "total": money(order.total, order.currency), "refund_due": order.refund_due,
             "expires_at": format!("{} {:02}:{:02}", expires.date(), expires.hour(), expires.minute()),
         });
-        self.queue(event, template, order.user_id, &email, &context)
-            .await
+        self.email(event, template, order.user_id, email, &context)
     }
 
     /// Who to write to: kept from user events, else asked of the user service
     /// (order and user events come from different outboxes, in no fixed order).
-    async fn recipient(&self, user: UserId) -> Result<(String, String), Infra> {
-        if let Some(kept) = self.store.recipient(user).await? {
-            return Ok(kept);
+    async fn recipient(&self, user: UserId, known: &mut Known) -> Result<(String, String), Infra> {
+        if let Some(kept) = known.get(&user) {
+            return Ok(kept.clone());
         }
         let found = self
             .users
@@ -175,23 +218,35 @@ impl SubscriberState {
         self.store
             .remember(user, &found.username, &found.email)
             .await?;
-        Ok((found.username, found.email))
+        let kept = (found.username, found.email);
+        known.insert(user, kept.clone());
+        Ok(kept)
     }
 
-    async fn queue(
+    fn email(
         &self,
         event: &EventEnvelope,
-        template: &str,
+        template: &'static str,
         user: UserId,
-        to: &str,
+        to: String,
         context: &serde_json::Value,
-    ) -> Result<bool, Infra> {
+    ) -> Result<NewEmail, Infra> {
         let rendered = self
             .templates
             .render(template, context)
             .map_err(|e| Infra::other("rendering an email", e))?;
-        self.store
-            .queue(event.event_id, template, Some(user), to, &rendered)
-            .await
+        Ok(NewEmail {
+            event: event.event_id,
+            template,
+            user: Some(user),
+            to,
+            rendered,
+            // The span preparing it: the send continues its trace.
+            trace: crate::trace::current().map(String::from),
+        })
     }
 }
+
+#[cfg(test)]
+#[path = "subscriber_tests.rs"]
+mod tests;
