@@ -169,8 +169,16 @@ where
     /// differed another node may have written them, and an actor that only
     /// reads would never notice its memory is stale.
     fn hand_off(&mut self) {
+        // This node's own router left: the node is stopping, and its
+        // entities load on their new owners, not here.
+        let leaving = ractor::pg::get_local_members(&owners::group(self.service)).is_empty();
         if !self.actors.is_empty() {
-            tracing::info!(service = %self.service, actors = self.actors.len(), "membership changed; entity actors reload");
+            let actors = self.actors.len();
+            if leaving {
+                tracing::info!(service = %self.service, actors, "leaving; entity actors finish and stop");
+            } else {
+                tracing::info!(service = %self.service, actors, "membership changed; entity actors reload");
+            }
         }
         for (_, actor) in self.actors.drain() {
             let _ = actor.drain();
