@@ -213,7 +213,7 @@ impl App {
         self.hosted.stop().await;
         tracing::info!(took = ?leaving.elapsed(), "services stopped");
         if let Some(bridge) = self.bridge {
-            bridge.stop();
+            bridge.stop().await;
         }
         if let Some(membership) = self.membership {
             membership.leave();
@@ -269,10 +269,16 @@ struct Bridge {
 }
 
 impl Bridge {
-    fn stop(self) {
+    /// Stops the bridge once its batch in hand is produced and answered: a
+    /// process that exits first leaves that batch unacknowledged, and the
+    /// next node's bridge produces it again.
+    async fn stop(self) {
         self.starting.abort();
         if let Some(bridge) = self.started.get() {
-            bridge.stop(Some("node shutting down".into()));
+            let reason = Some("node shutting down".into());
+            let _ = bridge
+                .stop_and_wait(reason, Some(std::time::Duration::from_secs(5)))
+                .await;
         }
     }
 }

@@ -171,9 +171,23 @@ impl Actor for Dispatcher {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        // Unacknowledged events stay in the outbox: stopping loses nothing.
-        for task in state.running.values().filter_map(|r| r.task.as_ref()) {
-            task.abort();
+        // Deliveries started since the flush (events written while the node
+        // wound down) finish too: one cut short after its subscriber acted is
+        // a duplicate (see `FLUSH_WAIT`). What is not acknowledged by then
+        // stays in the outbox: stopping loses nothing.
+        let tasks: Vec<_> = state
+            .running
+            .values_mut()
+            .filter_map(|running| running.task.take())
+            .collect();
+        let aborts: Vec<_> = tasks.iter().map(|task| task.abort_handle()).collect();
+        if tokio::time::timeout(FLUSH_WAIT, futures::future::join_all(tasks))
+            .await
+            .is_err()
+        {
+            for abort in aborts {
+                abort.abort();
+            }
         }
         Ok(())
     }
