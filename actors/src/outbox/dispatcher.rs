@@ -82,8 +82,7 @@ pub struct DispatcherState {
 
 #[derive(Debug)]
 struct Running {
-    /// Taken by a flush that waits for it.
-    task: Option<tokio::task::JoinHandle<()>>,
+    task: tokio::task::JoinHandle<()>,
     again: bool,
 }
 
@@ -172,22 +171,11 @@ impl Actor for Dispatcher {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         // Deliveries started since the flush (events written while the node
-        // wound down) finish too: one cut short after its subscriber acted is
-        // a duplicate (see `FLUSH_WAIT`). What is not acknowledged by then
-        // stays in the outbox: stopping loses nothing.
-        let tasks: Vec<_> = state
-            .running
-            .values_mut()
-            .filter_map(|running| running.task.take())
-            .collect();
-        let aborts: Vec<_> = tasks.iter().map(|task| task.abort_handle()).collect();
-        if tokio::time::timeout(FLUSH_WAIT, futures::future::join_all(tasks))
-            .await
-            .is_err()
-        {
-            for abort in aborts {
-                abort.abort();
-            }
+        // wound down) finish too. What is not acknowledged by then stays in
+        // the outbox: stopping loses nothing.
+        state.finish_running().await;
+        for running in state.running.values() {
+            running.task.abort();
         }
         Ok(())
     }
@@ -234,15 +222,7 @@ impl Actor for Dispatcher {
         state.last_pass = Instant::now();
         if let Some(reply) = flushed {
             // Their outcomes arrive as `Delivered` messages after this one.
-            let tasks: Vec<_> = state
-                .running
-                .values_mut()
-                .filter_map(|running| running.task.take())
-                .collect();
-            // A subscriber that does not answer (a hung peer) must not hold
-            // the node's exit: what it has not acknowledged stays in the
-            // outbox, and the stopping dispatcher ends the task.
-            let _ = tokio::time::timeout(FLUSH_WAIT, futures::future::join_all(tasks)).await;
+            state.finish_running().await;
             let _ = reply.send(());
         }
         if state.last_lag_gauge.elapsed() >= LAG_GAUGE {
@@ -337,15 +317,25 @@ impl DispatcherState {
                 let outcome = deliverer.deliver_to(&name, &member).await;
                 let _ = myself.cast(DispatcherMsg::Delivered(name, outcome));
             });
-            self.running.insert(
-                key,
-                Running {
-                    task: Some(task),
-                    again: false,
-                },
-            );
+            self.running.insert(key, Running { task, again: false });
         }
         Ok(())
+    }
+
+    /// Waits for the deliveries running now, a leaving node's last ones: one
+    /// cut short after its subscriber acted is a duplicate (see
+    /// `FLUSH_WAIT`). A subscriber that does not answer (a hung peer) holds
+    /// the node's exit no longer than `FLUSH_WAIT`; the stopping dispatcher
+    /// then ends its task.
+    async fn finish_running(&mut self) {
+        // A finished task's outcome may already have been taken by an
+        // earlier wait: a handle is polled only while its task runs.
+        let running = self
+            .running
+            .values_mut()
+            .map(|running| &mut running.task)
+            .filter(|task| !task.is_finished());
+        let _ = tokio::time::timeout(FLUSH_WAIT, futures::future::join_all(running)).await;
     }
 
     /// Notes how a delivery task ended; goes again at once if events came
