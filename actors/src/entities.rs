@@ -169,12 +169,11 @@ where
     /// differed another node may have written them, and an actor that only
     /// reads would never notice its memory is stale.
     fn hand_off(&mut self) {
-        // This node's own router left: the node is stopping, and its
-        // entities load on their new owners, not here.
-        let leaving = ractor::pg::get_local_members(&owners::group(self.service)).is_empty();
         if !self.actors.is_empty() {
             let actors = self.actors.len();
-            if leaving {
+            // This node's own router left: the node is stopping, and its
+            // entities load on their new owners, not here.
+            if ractor::pg::get_local_members(&owners::group(self.service)).is_empty() {
                 tracing::info!(service = %self.service, actors, "leaving; entity actors finish and stop");
             } else {
                 tracing::info!(service = %self.service, actors, "membership changed; entity actors reload");
